@@ -1,0 +1,75 @@
+"""YAML configuration for every part of Tradewind, validated with pydantic.
+
+Each consumer defines a pydantic model for its file; `load_config` reads the YAML and turns any
+validation failure into one `ConfigError` line per problem, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = CONFIG_DIR.parent
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file is missing, unreadable or invalid. The message names file and key."""
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: an unknown key is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def config_path(name: str | Path) -> Path:
+    """Resolve `marketplace` or `marketplace.yaml` to `configs/marketplace.yaml`; paths pass through."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = path.with_suffix(".yaml")
+    if not path.is_absolute() and not path.exists():
+        path = CONFIG_DIR / path.name
+    return path
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        elif item["type"] == "missing":
+            lines.append(f"{source}: missing key '{key}'")
+        else:
+            lines.append(f"{source}: key '{key}': {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def validate_config(data: object, model: type[ModelT], source: str) -> ModelT:
+    """Validate already-parsed data (a dict from YAML, or overrides) against `model`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(source, error)) from None
+
+
+def load_config(name: str | Path, model: type[ModelT]) -> ModelT:
+    """Load `configs/<name>.yaml` (or a path) and validate it against `model`."""
+    path = config_path(name)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return validate_config(data, model, str(path))

@@ -1,0 +1,45 @@
+"""Where contract tables live on disk, and how to read them.
+
+A table is a folder of parquet partitions: `<base>/<table>/<partition>.parquet`. Ingesting the same
+partition again replaces its file, so re-running a day is idempotent; readers see the union of all
+partitions. The same layout serves contract tables, quarantine and raw input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from features.contract import TABLES
+
+
+def partition_path(base: Path, table: str, partition: str) -> Path:
+    return base / table / f"{partition}.parquet"
+
+
+def partitions(base: Path, table: str) -> list[Path]:
+    folder = base / table
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def write_partition(frame: pl.DataFrame, base: Path, table: str, partition: str) -> Path:
+    """Write one partition atomically (write to a temporary name, then rename)."""
+    path = partition_path(base, table, partition)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+    return path
+
+
+def scan_table(base: Path, table: str) -> pl.LazyFrame:
+    """All partitions of a contract table, lazily; an empty frame with the contract schema if none."""
+    files = partitions(base, table)
+    if not files:
+        return pl.LazyFrame(schema=TABLES[table].polars_schema)
+    return pl.scan_parquet(files)
+
+
+def read_table(base: Path, table: str) -> pl.DataFrame:
+    return scan_table(base, table).collect()
