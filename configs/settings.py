@@ -8,7 +8,6 @@ Redis, PostgreSQL and a Ray cluster. Nothing else in the code branches on the mo
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -33,11 +32,15 @@ class Settings(StrictModel):
     mlflow: MlflowSettings = MlflowSettings()
     scaleout: ScaleoutSettings = ScaleoutSettings()
 
-    @cached_property
+    @property
     def root(self) -> Path:
         """The data folder, absolute: relative paths count from the project root."""
         path = self.data_dir if self.data_dir.is_absolute() else PROJECT_ROOT / self.data_dir
         return path.resolve()
+
+    def for_dataset(self, name: str) -> Settings:
+        """A workspace of its own for a real data set, so it never mixes with the simulator's."""
+        return self.model_copy(update={"data_dir": self.root / "datasets" / name})
 
     @property
     def raw_dir(self) -> Path:

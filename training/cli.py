@@ -1,3 +1,240 @@
-import typer
+"""The `tradewind` command: a thin layer, each verb calls one function of the parts.
 
-app = typer.Typer()
+Heavy libraries (Feast, MLflow, Ray, torch) are imported inside the verbs that need them, so
+`tradewind --help` and the light verbs start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from configs import ConfigError
+from configs.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Tradewind: recommendation, demand forecasting and ad bidding for a cross-border marketplace.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+features_app = typer.Typer(help="The Feast feature repo: build feature tables, apply, materialize.")
+app.add_typer(features_app, name="features")
+
+console = Console()
+FuncT = TypeVar("FuncT", bound=Callable[..., Any])
+
+
+def clear_errors(func: FuncT) -> FuncT:
+    """Known user errors print one clear message and exit 2, never a stack trace."""
+    from features.ingest import IngestRefused
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, IngestRefused, FileNotFoundError) as error:
+            for line in str(error).splitlines():
+                console.print(f"[red]error:[/red] {line}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder (default: configs/platform.yaml, or TRADEWIND_DATA_DIR).")
+    ] = None,
+) -> None:
+    if data_dir is not None:
+        os.environ["TRADEWIND_DATA_DIR"] = str(data_dir.resolve())
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@app.command()
+@clear_errors
+def contract(markdown: Annotated[bool, typer.Option(help="Print the Markdown document.")] = False) -> None:
+    """Show the data contract: every table, column, type and row rule."""
+    from features.contract import TABLES, contract_markdown
+
+    if markdown:
+        sys.stdout.write(contract_markdown() + "\n")
+        return
+    for schema in TABLES.values():
+        table = Table(title=f"{schema.name}: {schema.description}", title_justify="left")
+        for header in ("column", "type", "meaning"):
+            table.add_column(header)
+        for column in schema.columns:
+            table.add_row(column.name, str(column.dtype), column.description)
+        console.print(table)
+
+
+@app.command()
+@clear_errors
+def generate(
+    scale: Annotated[float, typer.Option(help="Multiply users, products, campaigns and auctions.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Override the config's seed.")] = None,
+    config: Annotated[Path, typer.Option(help="Simulator config.")] = Path("marketplace"),
+) -> None:
+    """Generate the synthetic marketplace into the data folder's raw/ (ground truth apart)."""
+    from features.simulator import MarketplaceConfig, generate_marketplace
+
+    from configs import load_config
+
+    settings = _settings()
+    summary = generate_marketplace(
+        load_config(config, MarketplaceConfig), settings.raw_dir, settings.truth_dir, scale=scale, seed=seed
+    )
+    table = Table(title=f"Generated marketplace in {summary.seconds:.1f} s -> {settings.raw_dir}")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in summary.rows.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+
+
+def print_ingest_report(report: Any, seconds: float) -> None:
+    table = Table(title=f"Ingest: {report.rows_in:,} rows in {seconds:.1f} s", title_justify="left")
+    for header in ("table", "partition", "rows in", "accepted", "quarantined", "reasons"):
+        table.add_column(
+            header, justify="right" if header in ("rows in", "accepted", "quarantined") else "left"
+        )
+    for result in report.results:
+        reasons = ", ".join(f"{reason}: {count:,}" for reason, count in result.reasons.items())
+        table.add_row(
+            result.table,
+            result.partition,
+            f"{result.rows_in:,}",
+            f"{result.accepted:,}",
+            f"{result.quarantined:,}",
+            reasons,
+        )
+    console.print(table)
+    console.print(
+        f"rows in {report.rows_in:,} = accepted {report.accepted:,} + quarantined {report.quarantined:,}"
+    )
+    for result in report.results:
+        if result.ignored_columns:
+            console.print(
+                f"note: {result.source}: columns not in the contract were not kept: "
+                f"{', '.join(result.ignored_columns)}"
+            )
+
+
+@app.command()
+@clear_errors
+def ingest(
+    source: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A raw folder or <table>.csv/.parquet file, or a real data set's file or folder."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Real data set: online-retail, movielens-100k, walmart, ipinyou."),
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="Only this partition; also names flat files.")] = None,
+) -> None:
+    """Validate raw files against the contract; bad rows go to quarantine with their reason.
+
+    A real data set (given by --dataset, or recognised from SOURCE) is first turned into contract
+    tables by its loader, in a workspace of its own: <data dir>/datasets/<name>/.
+    """
+    from features.loaders import DATASETS, default_source, detect_dataset
+
+    from features.ingest import ingest as run_ingest
+
+    settings = _settings()
+    if dataset is None and source is not None and source.exists():
+        dataset = detect_dataset(source)
+    started = time.perf_counter()
+    if dataset is not None:
+        if dataset not in DATASETS:
+            raise ConfigError(f"--dataset: unknown data set {dataset!r} (known: {', '.join(DATASETS)})")
+        source = source or default_source(dataset)
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: data set {dataset} not found")
+        settings = settings.for_dataset(dataset)
+        console.print(f"{source} is the {dataset} data set: loading into {settings.root}")
+        DATASETS[dataset](source, settings.raw_dir)
+        report = run_ingest(settings, settings.raw_dir, partition=dataset)
+    else:
+        report = run_ingest(settings, source, partition=partition)
+    print_ingest_report(report, time.perf_counter() - started)
+    console.print(f"contract tables: {settings.contract_dir}\nquarantine:      {settings.quarantine_dir}")
+
+
+# ---------------------------------------------------------------------------------------------
+# features
+
+
+@features_app.command("build")
+@clear_errors
+def features_build() -> None:
+    """Compute the feature tables (polars) from the contract tables."""
+    from features.transforms import build_feature_tables
+
+    settings = _settings()
+    started = time.perf_counter()
+    rows = build_feature_tables(settings)
+    for name, count in rows.items():
+        console.print(f"{name}: {count:,} rows")
+    console.print(f"feature tables in {settings.feature_dir} ({time.perf_counter() - started:.1f} s)")
+
+
+@features_app.command("apply")
+@clear_errors
+def features_apply() -> None:
+    """Register entities, feature views and feature services with Feast."""
+    from features.store import apply_definitions
+
+    for name in apply_definitions(_settings()):
+        console.print(f"applied {name}")
+
+
+@features_app.command("materialize")
+@clear_errors
+def features_materialize(
+    full: Annotated[bool, typer.Option(help="Reload everything instead of only what is new.")] = False,
+) -> None:
+    """Load the latest feature values into the online store (incremental by default)."""
+    from features.store import materialize
+
+    summary = materialize(_settings(), incremental=not full)
+    console.print(summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole flow
+
+
+@app.command()
+@clear_errors
+def demo(
+    scale: Annotated[float, typer.Option(help="Size of the generated marketplace.")] = 1.0,
+) -> None:
+    """Run the platform end to end on the embedded defaults and say where to look."""
+    from training.demo import run_demo
+
+    run_demo(_settings(), scale=scale, console=console)
+
+
+if __name__ == "__main__":
+    app()
