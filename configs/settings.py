@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from configs import PROJECT_ROOT, StrictModel, load_config
+from configs import PROJECT_ROOT, StrictModel, load_config, validate_config
 
 
 class MlflowSettings(StrictModel):
@@ -96,5 +96,6 @@ def load_settings(path: str | Path = "platform") -> Settings:
     if os.environ.get("TRADEWIND_MODE"):
         overrides["mode"] = os.environ["TRADEWIND_MODE"]
     if overrides:
-        settings = Settings.model_validate({**settings.model_dump(), **overrides})
+        source = f"{path} with environment overrides ({', '.join(f'{k}={v}' for k, v in overrides.items())})"
+        settings = validate_config({**settings.model_dump(), **overrides}, Settings, source)
     return settings
