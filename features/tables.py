@@ -7,6 +7,7 @@ partitions. The same layout serves contract tables, quarantine and raw input.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import polars as pl
@@ -43,3 +44,29 @@ def scan_table(base: Path, table: str) -> pl.LazyFrame:
 
 def read_table(base: Path, table: str) -> pl.DataFrame:
     return scan_table(base, table).collect()
+
+
+def snapshot(base: Path) -> dict[str, object]:
+    """Identify exactly which contract data a run used: rows and a content digest per table.
+
+    Training runs log this so a model can be traced back to its data; the same data gives the
+    same `digest` on any machine.
+    """
+    overall = hashlib.sha256()
+    tables: dict[str, dict[str, object]] = {}
+    for table in TABLES:
+        files = partitions(base, table)
+        if not files:
+            continue
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.stem.encode())
+            digest.update(path.read_bytes())
+        rows = sum(pl.scan_parquet(path).select(pl.len()).collect().item() for path in files)
+        tables[table] = {
+            "rows": rows,
+            "partitions": [path.stem for path in files],
+            "digest": digest.hexdigest()[:16],
+        }
+        overall.update(table.encode() + digest.digest())
+    return {"digest": overall.hexdigest()[:16], "tables": tables}

@@ -1,0 +1,57 @@
+"""The `tradewind` command: clear one-line errors, exit codes, printed counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from features.contract import contract_markdown
+from training.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADEWIND_DATA_DIR", str(tmp_path / "data"))
+
+
+def test_contract_markdown_is_the_document() -> None:
+    result = runner.invoke(app, ["contract", "--markdown"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == contract_markdown().strip()
+
+
+def test_refused_file_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    pl.DataFrame({"date": ["2026-01-01"], "currency": ["USD"]}).write_csv(drop / "fx_rates.csv")
+    result = runner.invoke(app, ["ingest", str(drop)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "fx_rates.csv: missing column 'usd_per_unit'" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_ingest_prints_counts_that_add_up(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "fx_rates.csv").write_text(
+        "date,currency,usd_per_unit\n2026-01-01,USD,1\n2026-01-01,EUR,-1\n2026-01-01,USD,1\n"
+    )
+    result = runner.invoke(app, ["ingest", str(drop)])
+    assert result.exit_code == 0, result.output
+    assert "rows in 3 = accepted 1 + quarantined 2" in result.output
+    assert "zero or negative usd_per_unit: 1" in result.output
+    assert "exact duplicate: 1" in result.output
+
+
+def test_bad_config_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADEWIND_MODE", "cloud")
+    result = runner.invoke(app, ["ingest"])
+    assert result.exit_code == 2
+    assert "key 'mode'" in result.output and "Traceback" not in result.output
