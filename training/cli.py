@@ -42,8 +42,8 @@ def clear_errors(func: FuncT) -> FuncT:
         try:
             return func(*args, **kwargs)
         except (ConfigError, IngestRefused, FileNotFoundError) as error:
-            for line in str(error).splitlines():
-                console.print(f"[red]error:[/red] {line}", highlight=False)
+            for line in str(error).splitlines():  # plain lines: never wrapped, easy to grep
+                typer.echo(f"error: {line}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -93,9 +93,8 @@ def generate(
     config: Annotated[Path, typer.Option(help="Simulator config.")] = Path("marketplace"),
 ) -> None:
     """Generate the synthetic marketplace into the data folder's raw/ (ground truth apart)."""
-    from features.simulator import MarketplaceConfig, generate_marketplace
-
     from configs import load_config
+    from features.simulator import MarketplaceConfig, generate_marketplace
 
     settings = _settings()
     summary = generate_marketplace(
@@ -110,22 +109,28 @@ def generate(
 
 
 def print_ingest_report(report: Any, seconds: float) -> None:
-    table = Table(title=f"Ingest: {report.rows_in:,} rows in {seconds:.1f} s", title_justify="left")
-    for header in ("table", "partition", "rows in", "accepted", "quarantined", "reasons"):
-        table.add_column(
-            header, justify="right" if header in ("rows in", "accepted", "quarantined") else "left"
-        )
+    counts = Table(title=f"Ingest: {report.rows_in:,} rows in {seconds:.1f} s", title_justify="left")
+    for header in ("table", "partition"):
+        counts.add_column(header)
+    for header in ("rows in", "accepted", "quarantined"):
+        counts.add_column(header, justify="right")
+    reasons = Table(title="Quarantined rows by reason", title_justify="left")
+    reasons.add_column("table")
+    reasons.add_column("reason")
+    reasons.add_column("rows", justify="right")
     for result in report.results:
-        reasons = ", ".join(f"{reason}: {count:,}" for reason, count in result.reasons.items())
-        table.add_row(
+        counts.add_row(
             result.table,
             result.partition,
             f"{result.rows_in:,}",
             f"{result.accepted:,}",
             f"{result.quarantined:,}",
-            reasons,
         )
-    console.print(table)
+        for reason, rows in result.reasons.items():
+            reasons.add_row(result.table, reason, f"{rows:,}")
+    console.print(counts)
+    if reasons.row_count:
+        console.print(reasons)
     console.print(
         f"rows in {report.rows_in:,} = accepted {report.accepted:,} + quarantined {report.quarantined:,}"
     )
@@ -157,9 +162,8 @@ def ingest(
     A real data set (given by --dataset, or recognised from SOURCE) is first turned into contract
     tables by its loader, in a workspace of its own: <data dir>/datasets/<name>/.
     """
-    from features.loaders import DATASETS, default_source, detect_dataset
-
     from features.ingest import ingest as run_ingest
+    from features.loaders import DATASETS, default_source, detect_dataset
 
     settings = _settings()
     if dataset is None and source is not None and source.exists():
@@ -173,7 +177,8 @@ def ingest(
             raise FileNotFoundError(f"{source}: data set {dataset} not found")
         settings = settings.for_dataset(dataset)
         console.print(f"{source} is the {dataset} data set: loading into {settings.root}")
-        DATASETS[dataset](source, settings.raw_dir)
+        loaded = DATASETS[dataset](source, settings.raw_dir)
+        console.print(f"loaded {loaded.source_rows:,} source rows into raw contract tables")
         report = run_ingest(settings, settings.raw_dir, partition=dataset)
     else:
         report = run_ingest(settings, source, partition=partition)
