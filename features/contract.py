@@ -224,7 +224,9 @@ AUCTIONS = TableSchema(
         Column("slot_width", pl.Int64, "Slot width in pixels", positive=True),
         Column("slot_height", pl.Int64, "Slot height in pixels", positive=True),
         Column("region", pl.String, "Region of the viewer"),
-        Column("user_id", pl.String, "Marketplace user, when known", nullable=True),
+        Column(
+            "user_id", pl.String, "Marketplace user, when known", nullable=True, references="users.user_id"
+        ),
         Column("floor_price", pl.Float64, "Reserve price", non_negative=True),
         Column("market_price", pl.Float64, "Highest competing bid: the price to beat", non_negative=True),
         Column("bid_price", pl.Float64, "Our bid", non_negative=True),
