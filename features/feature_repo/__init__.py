@@ -1,0 +1,1 @@
+"""The Feast feature repo: `feature_store.yaml` and the Feast object definitions."""

@@ -1,0 +1,181 @@
+"""Shopper features over UTC days: `user_activity` (daily) and `user_category_affinity` (weekly)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from features.transforms.calendar import stamp_days
+from features.transforms.inputs import FeatureInputs, with_usd_rate
+from features.transforms.specs import USER_ACTIVITY, USER_CATEGORY_AFFINITY
+from features.transforms.windows import (
+    DAY,
+    KEY,
+    KeyCodes,
+    active_ranges,
+    alive_days,
+    alive_week_ends,
+    by_key_and_day,
+    drop_unchanged,
+    ratio,
+    running_totals,
+    window_sums,
+)
+
+ACTIVITY_WINDOWS = (7, 30, 90)
+AFFINITY_WINDOWS = (30, 90)
+# the longest window: a user stays in the table until 90 days after their last event
+HORIZON_DAYS = 90
+RECENCY_CAP_DAYS = 90
+
+
+def _is(event_type: str) -> pl.Expr:
+    return pl.col("event_type") == event_type
+
+
+def _with_price_level(inputs: FeatureInputs) -> pl.LazyFrame:
+    """Events with `price_level`: unit price / median list price of the category in the market.
+
+    Both sides are converted to USD on the event's day, so a listing in another currency than
+    the event still compares like with like.
+    """
+    medians = (
+        inputs.listings.join(inputs.products.select("product_id", "category"), on="product_id")
+        .group_by("market_id", "category")
+        .agg(
+            pl.col("price").median().alias("category_median_price"),
+            pl.col("currency").mode().first().alias("category_currency"),
+        )
+    )
+    events = inputs.events.join(medians, on=["market_id", "category"], how="left")
+    events = with_usd_rate(events, inputs.usd_rates, DAY, "category_currency", alias="category_usd_rate")
+    median_usd = pl.col("category_median_price") * pl.col("category_usd_rate")
+    return events.with_columns(ratio("unit_price_usd", median_usd).alias("price_level"))
+
+
+def _user_daily(events: pl.LazyFrame) -> pl.LazyFrame:
+    purchase = _is("purchase")
+    return events.group_by("user_id", DAY).agg(
+        _is("view").sum().cast(pl.Int64).alias("views"),
+        _is("add_to_cart").sum().cast(pl.Int64).alias("carts"),
+        purchase.sum().cast(pl.Int64).alias("purchases"),
+        (pl.col("quantity") * pl.col("unit_price_usd")).filter(purchase).sum().alias("spend_usd"),
+        pl.col("price_level").filter(purchase).sum().alias("price_level_sum"),
+        pl.col("price_level").filter(purchase).count().cast(pl.Int64).alias("price_level_count"),
+    )
+
+
+def _category_touches(inputs: FeatureInputs) -> tuple[KeyCodes, pl.LazyFrame]:
+    """Interactions and purchases per user x category and UTC day, keyed by a user x category code."""
+    touches = inputs.events.filter(pl.col("category").is_not_null())
+    codes = KeyCodes.of([touches], ["user_id", "category"])
+    daily = codes.encode(
+        touches.group_by("user_id", "category", DAY).agg(
+            pl.len().cast(pl.Int64).alias("interactions"),
+            _is("purchase").sum().cast(pl.Int64).alias("purchases"),
+        )
+    )
+    return codes, daily.collect().lazy()
+
+
+def _distinct_category_changes(
+    category_codes: KeyCodes, category_daily: pl.LazyFrame, user_codes: KeyCodes, inputs: FeatureInputs
+) -> pl.LazyFrame:
+    """Per user and day, by how much the number of categories touched in the last W days changes.
+
+    A category counts on day D while some touch a has a <= D <= a + W - 1: each merged range adds
+    one on its first day and removes it the day after its last, so the running total of these
+    changes is the distinct count on any day.
+    """
+    # the user code of every user x category code
+    user_of_pair = user_codes.encode(category_codes.table.lazy().rename({KEY: "_pair"})).select("_pair", KEY)
+    changes = []
+    for window in AFFINITY_WINDOWS:
+        anchors = category_daily.select(KEY, DAY, pl.lit(window - 1, dtype=pl.Int64).alias("horizon"))
+        ranges = (
+            active_ranges(anchors, inputs.last_day)
+            .rename({KEY: "_pair"})
+            .join(user_of_pair, on="_pair")
+            .select(KEY, "_from", "_until")
+        )
+        column = f"distinct_categories_{window}d"
+        enters = ranges.select(KEY, pl.col("_from").alias(DAY), pl.lit(1, dtype=pl.Int64).alias(column))
+        leaves = ranges.select(
+            KEY, (pl.col("_until") + timedelta(days=1)).alias(DAY), pl.lit(-1, dtype=pl.Int64).alias(column)
+        )
+        changes.append(pl.concat([enters, leaves]).group_by(KEY, DAY).agg(pl.col(column).sum()))
+    merged = changes[0].join(changes[1], on=[KEY, DAY], how="full", coalesce=True)
+    return merged.with_columns(pl.col(f"distinct_categories_{w}d").fill_null(0) for w in AFFINITY_WINDOWS)
+
+
+def user_activity(
+    inputs: FeatureInputs, category_codes: KeyCodes, category_daily: pl.LazyFrame
+) -> pl.LazyFrame:
+    events = _with_price_level(inputs)
+    codes = KeyCodes.of([inputs.events], ["user_id"])
+    daily = codes.encode(_user_daily(events)).collect().lazy()  # read by several joins below
+    # Daily rows while the user is within 90 days of an event: recency moves every day.
+    anchors = daily.select(KEY, DAY, pl.lit(HORIZON_DAYS, dtype=pl.Int64).alias("horizon"))
+    grid = alive_days(anchors, inputs.last_day)
+    columns = ["views", "carts", "purchases", "spend_usd", "price_level_sum", "price_level_count"]
+    frame = window_sums(grid, daily, columns, ACTIVITY_WINDOWS)
+
+    distinct_changes = _distinct_category_changes(category_codes, category_daily, codes, inputs)
+    distinct_columns = [f"distinct_categories_{window}d" for window in AFFINITY_WINDOWS]
+    frame = running_totals(frame, distinct_changes, distinct_columns)
+
+    home_markets = codes.encode(inputs.users.select("user_id", pl.col("market_id").alias("home_market")))
+    purchase_days = (
+        daily.filter(pl.col("purchases") > 0)
+        .select(KEY, DAY, pl.col(DAY).alias("_last_purchase_day"))
+        .sort(by_key_and_day())
+    )
+    frame = (
+        frame.join_asof(purchase_days, on=DAY, by=KEY, strategy="backward", check_sortedness=False)
+        .with_columns(
+            (pl.col(DAY) - pl.col("_last_purchase_day"))
+            .dt.total_days()
+            .clip(upper_bound=RECENCY_CAP_DAYS)
+            .cast(pl.Int64)
+            .alias("days_since_last_purchase"),
+            ratio("price_level_sum_90d", "price_level_count_90d").alias("price_level_90d"),
+        )
+        .join(home_markets, on=KEY, how="left")
+    )
+    compact = drop_unchanged(frame, USER_ACTIVITY.feature_names)
+    return stamp_days(codes.decode(compact), None)
+
+
+def user_category_affinity(inputs: FeatureInputs, codes: KeyCodes, daily: pl.LazyFrame) -> pl.LazyFrame:
+    """Weekly (Sunday) rows: affinity is a slow preference, and a daily row for every category a
+    user touched would multiply the table by seven for little change."""
+    anchors = daily.select(KEY, DAY, pl.lit(max(AFFINITY_WINDOWS), dtype=pl.Int64).alias("horizon"))
+    points = alive_week_ends(anchors, inputs.last_day)
+    counts = window_sums(points, daily, ["interactions", "purchases"], AFFINITY_WINDOWS)
+    # per user and week totals, grouped by an integer user number rather than the user_id string
+    users = codes.table.lazy().select(KEY, pl.col("user_id").rank("dense").alias("_user"))
+    user_week = ["_user", DAY]
+    shares = (
+        counts.join(users, on=KEY)
+        .with_columns(
+            ratio("interactions_90d", pl.col("interactions_90d").sum().over(user_week)).alias(
+                "interaction_share_90d"
+            ),
+            ratio("purchases_90d", pl.col("purchases_90d").sum().over(user_week)).alias("purchase_share_90d"),
+        )
+        .sort(by_key_and_day())
+    )
+    # A category leaves the table with one all-zero row once its 90 days have passed.
+    previous_alive = (pl.col(KEY) == pl.col(KEY).shift(1)) & (pl.col("interactions_90d").shift(1) > 0)
+    alive = shares.filter((pl.col("interactions_90d") > 0) | previous_alive.fill_null(False))
+    compact = drop_unchanged(alive, USER_CATEGORY_AFFINITY.feature_names)
+    return stamp_days(codes.decode(compact), None)
+
+
+def user_tables(inputs: FeatureInputs) -> dict[str, pl.LazyFrame]:
+    category_codes, category_daily = _category_touches(inputs)
+    return {
+        USER_ACTIVITY.name: user_activity(inputs, category_codes, category_daily),
+        USER_CATEGORY_AFFINITY.name: user_category_affinity(inputs, category_codes, category_daily),
+    }
