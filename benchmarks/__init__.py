@@ -1,0 +1,1 @@
+"""Benchmarks behind `tradewind benchmark ...`: scripts that print measured figures."""
