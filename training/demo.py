@@ -35,11 +35,10 @@ def _timed(report: DemoReport, console: Console, name: str, step: Callable[[], A
 
 
 def run_demo(settings: Settings, scale: float = 1.0, console: Console | None = None) -> DemoReport:
+    from features.ingest import ingest
     from features.simulator import MarketplaceConfig, generate_marketplace
     from features.store import apply_definitions, materialize
     from features.transforms import build_feature_tables
-
-    from features.ingest import ingest
     from training.cli import print_ingest_report
     from training.data_snapshot import log_data_snapshot
 
@@ -62,10 +61,13 @@ def run_demo(settings: Settings, scale: float = 1.0, console: Console | None = N
     report.details["feature_rows"] = _timed(
         report, console, "build feature tables", lambda: build_feature_tables(settings)
     )
+    for table, rows in report.details["feature_rows"].items():
+        console.print(f"  {table}: {rows:,} rows")
     report.details["applied"] = _timed(report, console, "feast apply", lambda: apply_definitions(settings))
     report.details["materialized"] = _timed(
         report, console, "feast materialize", lambda: materialize(settings)
     )
+    console.print(report.details["materialized"])
     report.details["snapshot_run"] = _timed(
         report,
         console,
