@@ -1,0 +1,137 @@
+"""The click (or conversion) model: LightGBM on auction-log features, calibrated on a held-out split.
+
+Features are what is known when the bid request arrives: the market-local hour and weekday, the ad
+exchange, slot id and size, region and floor price. Never the market price: in a second-price
+auction it is only revealed after winning. Categorical columns keep the categories seen in
+training; unseen values become missing, which LightGBM routes like rare ones.
+
+Training uses the won impressions only (clicks exist only for them). The rows are split in time:
+the earlier part trains the trees, the latest `calibration_fraction` fits the calibration map
+(isotonic regression, or Platt scaling: a logistic regression on the raw score's logit), so the
+calibration is fitted on data the trees never saw, as the bid formula needs probabilities, not
+just a ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import lightgbm
+import numpy as np
+import pandas as pd
+import polars as pl
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+CATEGORICAL_FEATURES = ("exchange", "slot_id", "slot_size", "region")
+NUMERIC_FEATURES = ("hour", "weekday", "slot_width", "slot_height", "floor_price")
+PROBABILITY_FLOOR = 1e-6
+
+
+def auction_features(auctions: pl.DataFrame, timezone: str) -> pl.DataFrame:
+    """The model's input columns from an auctions frame (request_ts in UTC)."""
+    local_ts = pl.col("request_ts").dt.convert_time_zone(timezone)
+    return auctions.select(
+        local_ts.dt.hour().cast(pl.Int64).alias("hour"),
+        local_ts.dt.weekday().cast(pl.Int64).alias("weekday"),
+        pl.col("exchange").cast(pl.String),
+        pl.col("slot_id").cast(pl.String),
+        pl.format("{}x{}", "slot_width", "slot_height").alias("slot_size"),
+        pl.col("region").cast(pl.String),
+        pl.col("slot_width").cast(pl.Int64),
+        pl.col("slot_height").cast(pl.Int64),
+        pl.col("floor_price").cast(pl.Float64),
+    )
+
+
+@dataclass(frozen=True)
+class ClickModelConfig:
+    # shallow, slow and heavily pooled: click logs hold few positives per slot
+    n_estimators: int = 200
+    learning_rate: float = 0.03
+    num_leaves: int = 7
+    min_child_samples: int = 300
+    reg_lambda: float = 1.0
+    calibration: Literal["isotonic", "platt"] = "isotonic"
+    calibration_fraction: float = 0.2
+    seed: int = 0
+
+
+class ClickModel:
+    """fit on an auctions frame with a 0/1 label, predict calibrated probabilities."""
+
+    def __init__(self, timezone: str, config: ClickModelConfig | None = None) -> None:
+        self.timezone = timezone
+        self.config = config or ClickModelConfig()
+        self._booster: lightgbm.LGBMClassifier | None = None
+        self._categories: dict[str, list[str]] = {}
+        self._isotonic: IsotonicRegression | None = None
+        self._platt: LogisticRegression | None = None
+
+    def fit(self, auctions: pl.DataFrame, label: str = "click") -> ClickModel:
+        """Train on the won impressions of `auctions` (sorted by time here), calibrate on the latest part."""
+        won = auctions.filter(pl.col("won")).sort("request_ts")
+        if won.height < 10:
+            raise ValueError(f"{won.height} won impressions: too few to fit a click model")
+        features = auction_features(won, self.timezone)
+        labels = won[label].cast(pl.Int64).to_numpy()
+        if labels.min() == labels.max():
+            raise ValueError(f"label {label!r} has a single value: nothing to learn")
+        self._categories = {
+            column: sorted(features[column].drop_nulls().unique().to_list())
+            for column in CATEGORICAL_FEATURES
+        }
+        split = int(won.height * (1 - self.config.calibration_fraction))
+        table = self._pandas(features)
+        config = self.config
+        self._booster = lightgbm.LGBMClassifier(
+            n_estimators=config.n_estimators,
+            learning_rate=config.learning_rate,
+            num_leaves=config.num_leaves,
+            min_child_samples=config.min_child_samples,
+            reg_lambda=config.reg_lambda,
+            random_state=config.seed,
+            n_jobs=1,
+            verbose=-1,
+        )
+        self._booster.fit(table.iloc[:split], labels[:split], categorical_feature=list(CATEGORICAL_FEATURES))
+        raw = self._raw(table.iloc[split:])
+        held_out = labels[split:]
+        if config.calibration == "isotonic":
+            self._isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, held_out)
+        else:
+            self._platt = LogisticRegression(C=1e6).fit(_logit(raw).reshape(-1, 1), held_out)
+        return self
+
+    def predict(self, auctions: pl.DataFrame) -> np.ndarray:
+        """Calibrated probabilities, one per row of `auctions`."""
+        raw = self.predict_uncalibrated(auctions)
+        if self._isotonic is not None:
+            calibrated = self._isotonic.predict(raw)
+        elif self._platt is not None:
+            calibrated = self._platt.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
+        else:
+            raise RuntimeError("fit the click model first")
+        # isotonic steps can reach 0; a bid of exactly 0 would never buy what the model merely ranks low
+        return np.clip(calibrated, PROBABILITY_FLOOR, 1.0)
+
+    def predict_uncalibrated(self, auctions: pl.DataFrame) -> np.ndarray:
+        if self._booster is None:
+            raise RuntimeError("fit the click model first")
+        return self._raw(self._pandas(auction_features(auctions, self.timezone)))
+
+    def _raw(self, table: pd.DataFrame) -> np.ndarray:
+        assert self._booster is not None
+        return self._booster.predict_proba(table)[:, 1]
+
+    def _pandas(self, features: pl.DataFrame) -> pd.DataFrame:
+        table = features.select(*NUMERIC_FEATURES, *CATEGORICAL_FEATURES).to_pandas()
+        for column in CATEGORICAL_FEATURES:
+            table[column] = pd.Categorical(table[column], categories=self._categories[column])
+        return table
+
+
+def _logit(probabilities: np.ndarray) -> np.ndarray:
+    clipped = np.clip(probabilities, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return np.log(clipped / (1 - clipped))

@@ -1,0 +1,1 @@
+"""Evaluation written once for every model family: metrics, protocols, baselines, oracles."""

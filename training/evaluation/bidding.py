@@ -1,0 +1,292 @@
+"""Evaluation of bidders on held-out days, against each other and the hindsight optimum.
+
+Protocol: every policy is replayed request by request through the server's interface
+(`BidPolicy.bid` / `update`, `models.bidding.replay.replay_requests`) on each held-out day at budgets
+of 1/2, 1/4, 1/8 and 1/16 of that day's unconstrained spend: the spend of a constant bid above every
+price of the day, which wins every auction and pays each one's price to beat, max(market price,
+floor) (`models.bidding.days.unconstrained_spend`). Policies are built per budget fraction by
+factories, so tuned baselines can use the fraction their training days were tuned at.
+
+Per (budget fraction, policy), summed over the days: clicks and value credited to won impressions
+(expected clicks of the known click model, or sampled clicks), spend and budget, win rate (wins /
+requests), CPC (spend / clicks), and pct_of_optimum = 100 x value / the sum of the days' hindsight LP
+bounds (`models.bidding.hindsight`: no policy can exceed it). The integral hindsight solution is
+reported as the policy `hindsight_optimum`.
+
+Also here: the click model's metrics (AUC, log loss, expected calibration error) and the pacing and
+learning-curve figures (returned; the caller logs them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import log_loss, roc_auc_score
+
+from models.bidding.auction import AuctionType
+from models.bidding.days import AuctionDay, budget_for
+from models.bidding.hindsight import hindsight_optimum
+from models.bidding.learning_curve import LearningCurve
+from models.bidding.policy import BidPolicy
+from models.bidding.replay import DayRun, replay_requests
+
+BUDGET_FRACTIONS: tuple[float, ...] = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
+OPTIMUM_POLICY = "hindsight_optimum"
+ROW_KEYS = (
+    "source",
+    "budget_fraction",
+    "policy",
+    "clicks",
+    "value",
+    "pct_of_optimum",
+    "spend",
+    "budget",
+    "win_rate",
+    "cpc",
+)
+
+# a budget fraction -> the policy to run at that budget
+PolicyFactory = Callable[[float], BidPolicy]
+
+
+# ---------------------------------------------------------------------------------------------
+# click model metrics
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, n_bins: int = 10) -> float:
+    """ECE with equal-count bins: sum over bins of (bin share) x |observed rate - mean prediction|.
+
+    Equal-count rather than equal-width bins because click rates sit far below 0.1: equal-width bins
+    would put almost every impression in the first bin and hide any miscalibration.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    order = np.argsort(probabilities, kind="stable")
+    error = 0.0
+    for bin_rows in np.array_split(order, n_bins):
+        if len(bin_rows):
+            gap = abs(labels[bin_rows].mean() - probabilities[bin_rows].mean())
+            error += len(bin_rows) / len(labels) * gap
+    return float(error)
+
+
+def click_model_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """AUC, log loss and ECE of predicted probabilities against 0/1 labels, with the two rates."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return {
+        "auc": float(roc_auc_score(labels, probabilities)),
+        "log_loss": float(log_loss(labels, probabilities, labels=[0, 1])),
+        "ece": expected_calibration_error(labels, probabilities),
+        "mean_prediction": float(probabilities.mean()),
+        "observed_rate": float(labels.mean()),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# bidding evaluation
+
+
+@dataclass(frozen=True)
+class BiddingRow:
+    source: str
+    budget_fraction: float
+    policy: str
+    clicks: float
+    value: float
+    pct_of_optimum: float
+    spend: float
+    budget: float
+    win_rate: float
+    cpc: float
+
+    def as_dict(self) -> dict[str, str | float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class BiddingEvaluation:
+    source: str
+    rows: tuple[BiddingRow, ...]
+    runs: Mapping[tuple[float, str], tuple[DayRun, ...]]  # (budget fraction, policy) -> one run per day
+
+    def row(self, budget_fraction: float, policy: str) -> BiddingRow:
+        for row in self.rows:
+            if row.policy == policy and row.budget_fraction == budget_fraction:
+                return row
+        raise KeyError(f"no row for policy {policy} at budget fraction {budget_fraction}")
+
+    def policies(self) -> list[str]:
+        return list(dict.fromkeys(row.policy for row in self.rows))
+
+    def budget_fractions(self) -> list[float]:
+        return list(dict.fromkeys(row.budget_fraction for row in self.rows))
+
+    def mean_pct_of_optimum(self, policy: str) -> float:
+        """pct_of_optimum averaged over the budget fractions."""
+        return float(
+            np.mean([self.row(fraction, policy).pct_of_optimum for fraction in self.budget_fractions()])
+        )
+
+    def uplift_pct(self, policy: str, baseline: str, budget_fraction: float) -> float:
+        """How many percent more value `policy` earned than `baseline` at a budget fraction."""
+        base = self.row(budget_fraction, baseline).value
+        return float("nan") if base <= 0 else 100.0 * (self.row(budget_fraction, policy).value / base - 1.0)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metrics for a tracking run, e.g. `pct_of_optimum.f1_16.dqn`."""
+        metrics: dict[str, float] = {}
+        for row in self.rows:
+            key = f"f1_{round(1 / row.budget_fraction)}.{row.policy}"
+            metrics[f"pct_of_optimum.{key}"] = row.pct_of_optimum
+            metrics[f"spend_over_budget.{key}"] = row.spend / row.budget if row.budget > 0 else float("nan")
+            metrics[f"win_rate.{key}"] = row.win_rate
+            metrics[f"cpc.{key}"] = row.cpc
+        for policy in self.policies():
+            metrics[f"mean_pct_of_optimum.{policy}"] = self.mean_pct_of_optimum(policy)
+        return metrics
+
+
+def evaluate_bidding(
+    source: str,
+    test_days: Sequence[AuctionDay],
+    policies: Mapping[str, PolicyFactory],
+    budget_fractions: Sequence[float] = BUDGET_FRACTIONS,
+    auction_type: AuctionType = AuctionType.SECOND_PRICE,
+) -> BiddingEvaluation:
+    """Every policy on every held-out day at every budget fraction, plus the hindsight optimum."""
+    rows: list[BiddingRow] = []
+    runs: dict[tuple[float, str], tuple[DayRun, ...]] = {}
+    for fraction in budget_fractions:
+        budgets = [budget_for(day, fraction) for day in test_days]
+        optima = [hindsight_optimum(day, budget) for day, budget in zip(test_days, budgets, strict=True)]
+        optimum_value = sum(optimum.lp_value for optimum in optima)
+        for name, make_policy in policies.items():
+            policy = make_policy(fraction)
+            day_runs = tuple(
+                replay_requests(policy, day, budget, auction_type)
+                for day, budget in zip(test_days, budgets, strict=True)
+            )
+            runs[(fraction, name)] = day_runs
+            rows.append(_row(source, fraction, name, day_runs, optimum_value))
+        clicks = sum(
+            float(day.click_prob[o.greedy_won].sum()) for day, o in zip(test_days, optima, strict=True)
+        )
+        greedy_value = sum(optimum.greedy_value for optimum in optima)
+        greedy_spend = sum(optimum.greedy_spend for optimum in optima)
+        wins = sum(int(optimum.greedy_won.sum()) for optimum in optima)
+        rows.append(
+            BiddingRow(
+                source=source,
+                budget_fraction=fraction,
+                policy=OPTIMUM_POLICY,
+                clicks=clicks,
+                value=greedy_value,
+                pct_of_optimum=100.0 * greedy_value / optimum_value if optimum_value > 0 else float("nan"),
+                spend=greedy_spend,
+                budget=sum(budgets),
+                win_rate=wins / max(1, sum(day.n_requests for day in test_days)),
+                cpc=greedy_spend / clicks if clicks > 0 else float("nan"),
+            )
+        )
+    return BiddingEvaluation(source=source, rows=tuple(rows), runs=runs)
+
+
+def _row(
+    source: str, fraction: float, policy: str, runs: Sequence[DayRun], optimum_value: float
+) -> BiddingRow:
+    clicks = sum(run.clicks for run in runs)
+    value = sum(run.value for run in runs)
+    spend = sum(run.spend for run in runs)
+    return BiddingRow(
+        source=source,
+        budget_fraction=fraction,
+        policy=policy,
+        clicks=clicks,
+        value=value,
+        pct_of_optimum=100.0 * value / optimum_value if optimum_value > 0 else float("nan"),
+        spend=spend,
+        budget=sum(run.budget for run in runs),
+        win_rate=sum(run.wins for run in runs) / max(1, sum(run.requests for run in runs)),
+        cpc=spend / clicks if clicks > 0 else float("nan"),
+    )
+
+
+def format_table(rows: Sequence[BiddingRow]) -> str:
+    """The rows as an aligned text table with the columns of `ROW_KEYS`."""
+    cells = [list(ROW_KEYS)]
+    for row in rows:
+        cells.append(
+            [
+                row.source,
+                f"1/{round(1 / row.budget_fraction)}",
+                row.policy,
+                f"{row.clicks:.4g}",
+                f"{row.value:.4g}",
+                f"{row.pct_of_optimum:.1f}",
+                f"{row.spend:.4g}",
+                f"{row.budget:.4g}",
+                f"{row.win_rate:.3f}",
+                f"{row.cpc:.4g}",
+            ]
+        )
+    widths = [max(len(line[column]) for line in cells) for column in range(len(ROW_KEYS))]
+    return "\n".join(
+        "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in cells
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def pacing_figure(evaluation: BiddingEvaluation, budget_fraction: float, day_index: int = 0) -> Figure:
+    """Cumulative spend over one held-out day per policy, as a share of the budget, against the ideal
+    linear spend (budget x elapsed share of the day)."""
+    # a bare Figure, not pyplot: no global figure registry to leak from, no GUI backend needed
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    date = None
+    for policy in evaluation.policies():
+        if policy == OPTIMUM_POLICY:
+            continue
+        run = evaluation.runs[(budget_fraction, policy)][day_index]
+        date = run.date
+        steps = len(run.spend_curve)
+        hours = 24 * np.arange(steps + 1) / steps
+        axes.step(hours, np.concatenate([[0.0], run.spend_curve]) / run.budget, where="post", label=policy)
+    axes.plot([0, 24], [0, 1], "k--", linewidth=1, label="ideal (linear)")
+    axes.set(
+        xlabel="market-local time of day (h; a daylight-saving day is scaled to 24)",
+        ylabel="spend / budget",
+        xlim=(0, 24),
+        ylim=(0, 1.05),
+        title=f"{evaluation.source} {date}: pacing at 1/{round(1 / budget_fraction)} of unconstrained spend",
+    )
+    axes.legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def learning_curve_figure(curve: LearningCurve, smoothing_episodes: int = 50) -> Figure:
+    """Training returns (with exploration, moving average) and greedy validation returns per episode."""
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    returns = np.asarray(curve.training_returns)
+    if len(returns):
+        window = max(1, min(smoothing_episodes, len(returns)))
+        smoothed = np.convolve(returns, np.ones(window) / window, mode="valid")
+        axes.plot(
+            np.arange(window, len(returns) + 1), smoothed, label=f"training (mean of {window})", alpha=0.7
+        )
+    axes.plot(curve.validation_episodes, curve.validation_returns, "o-", label="validation, greedy")
+    axes.axhline(
+        curve.fixed_lambda_return, color="k", linestyle="--", linewidth=1, label="fixed starting lambda"
+    )
+    axes.set(xlabel="training episodes", ylabel="return: % of hindsight optimum", title="DQN learning curve")
+    axes.legend(loc="lower right", fontsize="small")
+    figure.tight_layout()
+    return figure
