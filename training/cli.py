@@ -178,7 +178,11 @@ def ingest(
         settings = settings.for_dataset(dataset)
         console.print(f"{source} is the {dataset} data set: loading into {settings.root}")
         loaded = DATASETS[dataset](source, settings.raw_dir)
-        console.print(f"loaded {loaded.source_rows:,} source rows into raw contract tables")
+        console.print(
+            f"loaded {loaded.source_rows:,} source rows into raw contract tables "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        started = time.perf_counter()
         report = run_ingest(settings, settings.raw_dir, partition=dataset)
     else:
         report = run_ingest(settings, source, partition=partition)
