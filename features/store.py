@@ -16,6 +16,7 @@ point-in-time join is what the tests check.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,9 @@ from configs.settings import Settings
 from features.feature_repo.definitions import PROJECT, build_definitions
 from features.transforms import FEATURE_TABLES
 from features.transforms.specs import EVENT_TIMESTAMP
+
+# ibis (under Feast's DuckDB store) calls a DuckDB method that DuckDB deprecates: library noise
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="ibis")
 
 FEATURE_REPO_DIR = Path(__file__).resolve().parent / "feature_repo"
 REGISTRY_FILE = "registry.db"
