@@ -34,18 +34,12 @@ from statistics import NormalDist
 import numpy as np
 import polars as pl
 
+from features.loaders.ipinyou import read_log  # one reader of the raw log format
 from models.bidding.days import AuctionDay, days_from_frame
 
 TIMEZONE = "Asia/Shanghai"
 CURRENCY = "CNY"
 FEN_CPM_PER_YUAN_PER_IMPRESSION = 100 * 1000
-LOG_COLUMNS = (
-    "click", "weekday", "hour", "bidid", "timestamp", "logtype", "ipinyouid", "useragent", "IP",
-    "region", "city", "adexchange", "domain", "url", "urlid", "slotid", "slotwidth", "slotheight",
-    "slotvisibility", "slotformat", "slotprice", "creative", "bidprice", "payprice", "keypage",
-    "advertiser", "usertag",
-)  # fmt: skip
-
 BASE_CTR = 0.0006
 VISIBILITY_EFFECT = {"FirstView": 0.5, "SecondView": 0.3, "ThirdView": 0.1, "OtherView": -0.3}
 EXCHANGE_EFFECT = {"1": 0.0, "2": -0.1, "3": 0.2}
@@ -56,15 +50,6 @@ EVENING_PEAK_EFFECT = 0.3
 EVENING_PEAK_HOUR = 21
 DOMAIN_EFFECT_SD = 0.5
 CITY_EFFECT_SD = 0.2
-
-
-def read_log(path: Path) -> pl.DataFrame:
-    """One log file, all 27 named columns as text (test logs' two extra trailing columns dropped)."""
-    frame = pl.read_csv(path, separator="\t", has_header=False, quote_char=None, infer_schema=False)
-    if frame.width < len(LOG_COLUMNS):
-        raise ValueError(f"{path}: {frame.width} columns, an iPinYou log has {len(LOG_COLUMNS)}")
-    frame = frame.select(frame.columns[: len(LOG_COLUMNS)])
-    return frame.rename(dict(zip(frame.columns, LOG_COLUMNS, strict=True)))
 
 
 def _hashed_effect(key: str, salt: str, sd: float) -> float:
