@@ -94,7 +94,7 @@ Data folder:       {settings.root}
   quarantine/      {report.details["quarantined"]:,} rejected rows, each with its reason
   features/        feature tables read by Feast's offline store; feast/ holds registry and online store
 
-Look at it:
+Look at it (first: . .venv/bin/activate):
   MLflow UI:  mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}
   Feast UI:   cd {repo} && feast ui
   Contract:   tradewind contract      (or features/CONTRACT.md)
