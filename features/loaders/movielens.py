@@ -29,7 +29,7 @@ import polars as pl
 
 from features.loaders.countries import markets_frame
 from features.loaders.fx import daily_fx_rates
-from features.loaders.raw import LoadSummary, RawOutput
+from features.loaders.raw import LoadSummary, RawOutput, folder_with
 
 DATASET = "movielens-100k"
 RATINGS_TABLE = "movielens_ratings"
@@ -43,11 +43,7 @@ UNKNOWN_TITLE = "unknown"
 
 def find_source(source: Path) -> Path:
     """The ml-100k folder: `source` itself, or the folder of one of its files."""
-    folder = source if source.is_dir() else source.parent
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{folder}: not a MovieLens 100K folder, missing {missing}")
-    return folder
+    return folder_with(source, REQUIRED_FILES, "a MovieLens 100K folder")
 
 
 def _read_pipe_file(path: Path, columns: list[str]) -> pl.DataFrame:

@@ -9,6 +9,7 @@ dropped here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,3 +90,13 @@ class RawOutput:
         path = write_partition(frame, self.raw_dir, table, partition or self.dataset)
         self._files.append(path)
         self._rows[table] = self._rows.get(table, 0) + frame.height
+
+
+def folder_with(source: Path, required_files: Iterable[str], what: str) -> Path:
+    """The data set's folder: `source` itself or the folder of one of its files, holding every
+    required file; otherwise an error naming the folder and what is missing."""
+    folder = source if source.is_dir() else source.parent
+    missing = [name for name in required_files if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: not {what}, missing {missing}")
+    return folder

@@ -31,7 +31,7 @@ import polars as pl
 
 from features.loaders.countries import COUNTRIES
 from features.loaders.fx import daily_fx_rates
-from features.loaders.raw import LoadSummary, RawOutput
+from features.loaders.raw import LoadSummary, RawOutput, folder_with
 
 DATASET = "walmart"
 REQUIRED_FILES = ("train.csv", "stores.csv")
@@ -44,11 +44,7 @@ BRAND = "Walmart"
 
 def find_source(source: Path) -> Path:
     """The folder holding train.csv and stores.csv: `source` itself, or the folder of one of its files."""
-    folder = source if source.is_dir() else source.parent
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{folder}: not the Walmart weekly sales folder, missing {missing}")
-    return folder
+    return folder_with(source, REQUIRED_FILES, "the Walmart weekly sales folder")
 
 
 def read_csv_any_line_ending(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
