@@ -179,17 +179,17 @@ def evaluate_bidding(
         greedy_spend = sum(optimum.greedy_spend for optimum in optima)
         wins = sum(int(optimum.greedy_won.sum()) for optimum in optima)
         rows.append(
-            BiddingRow(
-                source=source,
-                budget_fraction=fraction,
-                policy=OPTIMUM_POLICY,
+            _summary_row(
+                source,
+                fraction,
+                OPTIMUM_POLICY,
+                optimum_value,
                 clicks=clicks,
                 value=greedy_value,
-                pct_of_optimum=100.0 * greedy_value / optimum_value if optimum_value > 0 else float("nan"),
                 spend=greedy_spend,
                 budget=sum(budgets),
-                win_rate=wins / max(1, sum(day.n_requests for day in test_days)),
-                cpc=greedy_spend / clicks if clicks > 0 else float("nan"),
+                wins=wins,
+                requests=sum(day.n_requests for day in test_days),
             )
         )
     return BiddingEvaluation(source=source, rows=tuple(rows), runs=runs)
@@ -198,9 +198,34 @@ def evaluate_bidding(
 def _row(
     source: str, fraction: float, policy: str, runs: Sequence[DayRun], optimum_value: float
 ) -> BiddingRow:
-    clicks = sum(run.clicks for run in runs)
-    value = sum(run.value for run in runs)
-    spend = sum(run.spend for run in runs)
+    return _summary_row(
+        source,
+        fraction,
+        policy,
+        optimum_value,
+        clicks=sum(run.clicks for run in runs),
+        value=sum(run.value for run in runs),
+        spend=sum(run.spend for run in runs),
+        budget=sum(run.budget for run in runs),
+        wins=sum(run.wins for run in runs),
+        requests=sum(run.requests for run in runs),
+    )
+
+
+def _summary_row(
+    source: str,
+    fraction: float,
+    policy: str,
+    optimum_value: float,
+    *,
+    clicks: float,
+    value: float,
+    spend: float,
+    budget: float,
+    wins: int,
+    requests: int,
+) -> BiddingRow:
+    """One table row from totals over the test days: the ratios are computed here only."""
     return BiddingRow(
         source=source,
         budget_fraction=fraction,
@@ -209,8 +234,8 @@ def _row(
         value=value,
         pct_of_optimum=100.0 * value / optimum_value if optimum_value > 0 else float("nan"),
         spend=spend,
-        budget=sum(run.budget for run in runs),
-        win_rate=sum(run.wins for run in runs) / max(1, sum(run.requests for run in runs)),
+        budget=budget,
+        win_rate=wins / max(1, requests),
         cpc=spend / clicks if clicks > 0 else float("nan"),
     )
 
