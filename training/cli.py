@@ -41,7 +41,7 @@ def clear_errors(func: FuncT) -> FuncT:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ConfigError, IngestRefused, FileNotFoundError) as error:
+        except (ConfigError, IngestRefused, FileNotFoundError, LookupError) as error:
             for line in str(error).splitlines():  # plain lines: never wrapped, easy to grep
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(2) from None
@@ -228,6 +228,103 @@ def features_materialize(
 
     summary = materialize(_settings(), incremental=not full)
     console.print(summary)
+
+
+# ---------------------------------------------------------------------------------------------
+# models: one set of verbs for every family (training/pipeline.py does the work)
+
+ModelArgument = Annotated[str, typer.Argument(help="recommender, forecaster or bidder.")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Family config (default: configs/<model>.yaml).")
+]
+
+
+@app.command()
+@clear_errors
+def train(
+    model: ModelArgument,
+    config: ConfigOption = None,
+    tuned: Annotated[bool, typer.Option("--tuned", help="Use the best trial of `tradewind tune`.")] = False,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Make the new version champion even if one exists.")
+    ] = False,
+) -> None:
+    """Train, evaluate, log to MLflow and register a model (champion if it is the first)."""
+    from training.families import family
+    from training.pipeline import load_family_config
+    from training.pipeline import train as run_train
+
+    chosen = family(model)
+    result = run_train(
+        _settings(),
+        chosen,
+        load_family_config(chosen, config),
+        use_tuned=tuned,
+        promote_policy="always" if promote else "if_first",
+    )
+    print_train_result(result)
+
+
+def print_train_result(result: Any) -> None:
+    evaluation = result.evaluation
+    console.print(
+        f"MLflow run {result.run_id}: {evaluation.primary_metric} = {evaluation.primary:.4f} "
+        f"({result.seconds:.1f} s)"
+    )
+    if result.version is not None:
+        console.print(
+            f"registered {result.version.name} version {result.version.version} "
+            f"as {', '.join(result.aliases)}: models:/{result.version.name}@{result.aliases[0]}"
+        )
+
+
+@app.command()
+@clear_errors
+def tune(
+    model: ModelArgument,
+    trials: Annotated[int, typer.Option(help="Trials to run now (the study resumes where it stopped).")] = 10,
+    config: ConfigOption = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop starting trials after this many seconds.")
+    ] = None,
+) -> None:
+    """Tune with Optuna (pruning; study in SQLite, so it resumes), each trial a nested MLflow run."""
+    from training.families import family
+    from training.pipeline import load_family_config
+    from training.pipeline import tune as run_tune
+
+    chosen = family(model)
+    result = run_tune(_settings(), chosen, trials, load_family_config(chosen, config), timeout_s=timeout)
+    console.print(
+        f"study tune-{model}: {result.trials_total} trials in all ({result.pruned} pruned), "
+        f"best value {result.best_value:.4f} with {dict(result.best_params)}"
+    )
+    console.print(f"MLflow parent run {result.parent_run_id}; train with it: tradewind train {model} --tuned")
+
+
+BENCHMARKS = {
+    "recommender": "benchmarks.recommender",
+    "forecaster": "benchmarks.forecaster",
+    "bidder": "benchmarks.bidder",
+    "serving": "benchmarks.serving",
+}
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def benchmark(
+    ctx: typer.Context,
+    what: Annotated[str, typer.Argument(help="recommender, forecaster, bidder or serving.")],
+) -> None:
+    """Run a benchmark and print its table; options go to it (`tradewind benchmark recommender --help`)."""
+    import importlib
+
+    if what not in BENCHMARKS:
+        typer.echo(f"error: unknown benchmark {what!r} (known: {', '.join(BENCHMARKS)})", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(importlib.import_module(BENCHMARKS[what]).main(list(ctx.args)) or 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,341 @@
+"""The one training flow every model family runs: training set -> train -> evaluate -> log -> register.
+
+A model family (recommender, forecaster, bidder) is a `Family`: it says which config it reads, which
+Feast feature service it uses, how its training set is built, how a model is fitted with given
+hyperparameters, how a fitted model is evaluated, and which hyperparameters Optuna may search. This
+module does the rest once for all of them:
+
+- `train(settings, family)`: one MLflow run with params, data lineage, metrics, plots and tables,
+  the model registered with signature and input example, and an alias set on the new version
+  (`champion` for the first version of a model or when asked, `challenger` otherwise);
+- `tune(settings, family, trials)`: an Optuna study kept in SQLite under the data folder (it resumes
+  where it stopped), each trial a nested MLflow run, with pruning on the values a family reports
+  while it fits; the best parameters are what `train(..., use_tuned=True)` trains with.
+
+A family's model knows nothing of MLflow: `fit` returns a `TrainedModel` holding an
+`mlflow.pyfunc.PythonModel` wrapper, which is what serving loads by alias.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel
+
+from configs import load_config
+from configs.settings import Settings
+from training.registry import CHAMPION, RegisteredVersion, promote, register_model, set_alias
+from training.tracking import (
+    ModelFamily,
+    log_data_lineage,
+    log_figure,
+    log_metrics,
+    log_params,
+    log_table,
+    tracked_run,
+)
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+    import polars as pl
+    from matplotlib.figure import Figure
+    from mlflow.pyfunc import PythonModel
+
+CHALLENGER = "challenger"
+# a family calls report(step, value) while it fits; tuning turns that into Optuna pruning
+Reporter = Callable[[int, float], None]
+PromotePolicy = Literal["if_first", "always", "never"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingSet:
+    """What a family's `fit` and `evaluate` read: the data, and where it came from."""
+
+    data: Any  # the family's own training and holdout data
+    lineage: Mapping[str, str]  # contract table -> content digest (or partitions) the set was built from
+    summary: Mapping[str, float] = field(default_factory=dict)  # rows, users, series... logged as metrics
+
+
+@dataclass
+class TrainedModel:
+    """A fitted model and its MLflow packaging."""
+
+    python_model: PythonModel
+    input_example: pd.DataFrame  # a request serving could send; also the registry's smoke test
+    output_example: Any = None  # for the signature, when MLflow cannot infer it by running the model
+    artifacts: Mapping[str, str | Path] = field(default_factory=dict)
+    extra_requirements: tuple[str, ...] = ()
+    learning_curve: Mapping[str, list[float]] = field(default_factory=dict)  # metric -> values per step
+
+
+@dataclass
+class Evaluation:
+    """A fitted model's scores on the holdout, beside its baselines."""
+
+    metrics: Mapping[str, Any]  # nested mappings become dotted metric names
+    primary_metric: str  # a key of the flattened `metrics`: what tuning and promotion compare
+    higher_is_better: bool
+    figures: Mapping[str, Figure] = field(default_factory=dict)
+    tables: Mapping[str, pl.DataFrame] = field(default_factory=dict)
+
+    @property
+    def primary(self) -> float:
+        value = _flat(self.metrics).get(self.primary_metric)
+        if value is None:
+            raise KeyError(f"primary metric {self.primary_metric!r} is not among the evaluation's metrics")
+        return float(value)
+
+
+class Family(Protocol):
+    """What a model family provides; `training.recommender`, `.forecaster` and `.bidder` each
+    define one."""
+
+    name: ModelFamily  # the tracking tag: recommendation, forecasting, bidding
+    command: str  # the CLI noun: recommender, forecaster, bidder
+    registered_model: str  # the MLflow registry name serving loads: tradewind-<command>
+    config_name: str  # configs/<config_name>.yaml
+    config_model: type[BaseModel]
+    higher_is_better: bool  # of the primary metric: the tuning direction
+
+    def feature_service(self, config: Any) -> str: ...
+
+    def training_set(self, settings: Settings, config: Any) -> TrainingSet: ...
+
+    def fit(
+        self, training_set: TrainingSet, config: Any, params: Mapping[str, Any], report: Reporter | None
+    ) -> TrainedModel: ...
+
+    def evaluate(self, trained: TrainedModel, training_set: TrainingSet, config: Any) -> Evaluation: ...
+
+    def default_params(self, config: Any) -> dict[str, Any]: ...
+
+    def search_space(self, trial: optuna.Trial, config: Any) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    evaluation: Evaluation
+    params: Mapping[str, Any]
+    version: RegisteredVersion | None  # None when not registered (tuning trials)
+    aliases: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+def load_family_config(family: Family, path: str | Path | None = None) -> Any:
+    """The family's YAML config (`configs/<family>.yaml` by default), validated."""
+    return load_config(path or family.config_name, family.config_model)
+
+
+def train(
+    settings: Settings,
+    family: Family,
+    config: Any = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    use_tuned: bool = False,
+    register: bool = True,
+    promote_policy: PromotePolicy = "if_first",
+    training_set: TrainingSet | None = None,
+    run_name: str | None = None,
+) -> TrainResult:
+    """Train, evaluate, log and (by default) register one model of `family`.
+
+    Parameters are the family's defaults, overlaid by the best trial of its tuning study when
+    `use_tuned` is set, overlaid by `params`. The new version gets `champion` when no version holds
+    it yet (or always, with `promote_policy="always"`), else `challenger`: moving the champion past a
+    version that is already serving is the retraining gate's decision, not a side effect of training.
+    """
+    config = config if config is not None else load_family_config(family)
+    chosen = dict(family.default_params(config))
+    if use_tuned:
+        chosen.update(best_tuned_params(settings, family))
+    chosen.update(params or {})
+    started = time.perf_counter()
+    with tracked_run(settings, run_name or f"train-{family.command}", family.name) as run:
+        training_set = training_set or family.training_set(settings, config)
+        _log_inputs(family, config, chosen, training_set)
+        trained = family.fit(training_set, config, chosen, None)
+        evaluation = family.evaluate(trained, training_set, config)
+        log_evaluation(evaluation, trained)
+        version: RegisteredVersion | None = None
+        aliases: tuple[str, ...] = ()
+        if register:
+            version = register_model(
+                family.registered_model,
+                trained.python_model,
+                trained.input_example,
+                output_example=trained.output_example,
+                artifacts=trained.artifacts or None,
+                extra_requirements=trained.extra_requirements,
+                tags={"primary_metric": evaluation.primary_metric, "primary_value": f"{evaluation.primary}"},
+            )
+            aliases = _set_aliases(family.registered_model, version, promote_policy)
+        return TrainResult(
+            run.info.run_id, evaluation, chosen, version, aliases, time.perf_counter() - started
+        )
+
+
+def _set_aliases(name: str, version: RegisteredVersion, policy: PromotePolicy) -> tuple[str, ...]:
+    from training.registry import version_for_alias
+
+    champion = version_for_alias(name, CHAMPION)
+    if policy == "always" or (policy == "if_first" and champion is None):
+        promote(name, version.version, CHAMPION)
+        return (CHAMPION,)
+    set_alias(name, CHALLENGER, version.version)
+    return (CHALLENGER,)
+
+
+def _log_inputs(family: Family, config: Any, params: Mapping[str, Any], training_set: TrainingSet) -> None:
+    log_params({"config": config, "params": dict(params)})
+    log_data_lineage(family.feature_service(config), training_set.lineage)
+    if training_set.summary:
+        log_metrics({"training_set": dict(training_set.summary)})
+
+
+def log_evaluation(evaluation: Evaluation, trained: TrainedModel | None = None) -> None:
+    """Metrics, plots and tables of an evaluation (and a model's learning curve) in the active run."""
+    log_metrics(evaluation.metrics)
+    if trained is not None:
+        for metric, values in trained.learning_curve.items():
+            for step, value in enumerate(values):
+                if math.isfinite(value):
+                    log_metrics({f"learning_curve.{metric}": value}, step=step)
+    for name, figure in evaluation.figures.items():
+        log_figure(figure, name)
+    for name, table in evaluation.tables.items():
+        log_table(table, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# tuning
+
+
+def study_storage(settings: Settings) -> str:
+    """Optuna's storage: one SQLite file under the data folder (embedded), so a study resumes."""
+    folder = settings.root / "optuna"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'studies.db'}"
+
+
+def study_name(family: Family) -> str:
+    return f"tune-{family.command}"
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    parent_run_id: str
+    best_params: Mapping[str, Any]
+    best_value: float
+    trials_run: int
+    trials_total: int
+    pruned: int
+
+
+def tune(
+    settings: Settings,
+    family: Family,
+    trials: int,
+    config: Any = None,
+    *,
+    timeout_s: float | None = None,
+    seed: int = 0,
+) -> TuneResult:
+    """Run `trials` more trials of the family's study; each is a nested MLflow run of one parent.
+
+    The training set is built once and shared by the trials. A trial whose reported values fall
+    behind the median of earlier trials at the same step is pruned (Optuna's median pruner).
+    """
+    import mlflow
+    import optuna
+
+    if trials < 1:
+        raise ValueError(f"--trials must be at least 1, got {trials}")
+    config = config if config is not None else load_family_config(family)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tracked_run(settings, f"tune-{family.command}", family.name) as parent:
+        training_set = family.training_set(settings, config)
+        log_data_lineage(family.feature_service(config), training_set.lineage)
+        defaults = family.default_params(config)
+        study_options = {
+            "study_name": study_name(family),
+            "storage": study_storage(settings),
+            "load_if_exists": True,
+            "direction": "maximize" if family.higher_is_better else "minimize",
+        }
+        earlier_trials = len(optuna.create_study(**study_options).trials)
+        # a resumed study must not replay the suggestions of its first session: seed past them
+        study = optuna.create_study(
+            **study_options,
+            sampler=optuna.samplers.TPESampler(seed=seed + earlier_trials),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        )
+
+        def objective(trial: optuna.Trial) -> float:
+            params = {**defaults, **family.search_space(trial, config)}
+            with tracked_run(
+                settings,
+                f"trial-{trial.number}",
+                family.name,
+                nested=True,
+                tags={"optuna.trial": str(trial.number)},
+            ):
+                log_params({"params": params})
+
+                def report(step: int, value: float) -> None:
+                    trial.report(value, step)
+                    log_metrics({"intermediate": value}, step=step)
+                    if trial.should_prune():
+                        mlflow.set_tag("optuna.state", "pruned")
+                        raise optuna.TrialPruned(f"pruned at step {step} ({value:.5g})")
+
+                trained = family.fit(training_set, config, params, report)
+                evaluation = family.evaluate(trained, training_set, config)
+                log_evaluation(evaluation)
+                return evaluation.primary
+
+        study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=(), show_progress_bar=True)
+        finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+        if not finished:
+            raise RuntimeError(f"study {study.study_name}: no trial completed ({pruned} pruned)")
+        best = study.best_trial
+        log_params({"best": best.params, "study": study.study_name, "direction": study.direction.name})
+        log_metrics({"best_value": best.value, "trials": len(study.trials), "pruned": pruned})
+        return TuneResult(
+            parent.info.run_id, dict(best.params), float(best.value), trials, len(study.trials), pruned
+        )
+
+
+def best_tuned_params(settings: Settings, family: Family) -> dict[str, Any]:
+    """The best trial's parameters of the family's study; an error naming the command to run."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name(family), storage=study_storage(settings))
+        return dict(study.best_trial.params)
+    except (KeyError, ValueError):
+        raise LookupError(
+            f"no completed tuning trial for {family.command}: run `tradewind tune {family.command} "
+            "--trials N` first"
+        ) from None
+
+
+def _flat(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
