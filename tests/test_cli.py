@@ -57,3 +57,17 @@ def test_bad_config_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     result = runner.invoke(app, ["ingest"])
     assert result.exit_code == 2
     assert "key 'mode'" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["train", "ranker"], "unknown model 'ranker' (known: recommender, forecaster, bidder)"),
+        (["tune", "ranker", "--trials", "2"], "unknown model 'ranker'"),
+        (["benchmark", "ranker"], "unknown benchmark 'ranker' (known: recommender, forecaster, bidder"),
+    ],
+)
+def test_unknown_model_names_the_known_ones(arguments: list[str], message: str) -> None:
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
