@@ -40,15 +40,21 @@ def _with_price_level(inputs: FeatureInputs) -> pl.LazyFrame:
     Both sides are converted to USD on the event's day, so a listing in another currency than
     the event still compares like with like.
     """
-    medians = (
-        inputs.listings.join(inputs.products.select("product_id", "category"), on="product_id")
-        .group_by("market_id", "category")
-        .agg(
-            pl.col("price").median().alias("category_median_price"),
-            pl.col("currency").mode().first().alias("category_currency"),
-        )
+    market_category = ["market_id", "category"]
+    listed = inputs.listings.join(inputs.products.select("product_id", "category"), on="product_id")
+    # The category's currency is the one most of its listings use, ties broken by name (mode()
+    # lists tied values in hash order, which changes from call to call). The median is taken over
+    # the listings in that currency only: prices in different currencies do not compare.
+    currencies = listed.group_by(market_category).agg(
+        pl.col("currency").mode().min().alias("category_currency")
     )
-    events = inputs.events.join(medians, on=["market_id", "category"], how="left")
+    medians = (
+        listed.join(currencies, on=market_category)
+        .filter(pl.col("currency") == pl.col("category_currency"))
+        .group_by(market_category)
+        .agg(pl.col("price").median().alias("category_median_price"), pl.col("category_currency").first())
+    )
+    events = inputs.events.join(medians, on=market_category, how="left")
     events = with_usd_rate(events, inputs.usd_rates, DAY, "category_currency", alias="category_usd_rate")
     median_usd = pl.col("category_median_price") * pl.col("category_usd_rate")
     return events.with_columns(ratio("unit_price_usd", median_usd).alias("price_level"))

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from configs.settings import Settings
 from features.transforms import FEATURE_TABLES, build_feature_tables, feature_table_path
+from features.transforms.specs import CREATED_TIMESTAMP
 
 AS_OF = datetime(2024, 1, 20, tzinfo=UTC)
 ContractRows = dict[str, list[dict]]
@@ -201,31 +204,86 @@ def test_user_activity_windows_on_utc_days(tiny_features: dict[str, pl.DataFrame
     assert day9["price_level_90d"] == pytest.approx((1.5 + 1.0) / 2)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN DEFECT, open: user_category_affinity is nondeterministic across processes "
-    "(about 1 run in 3 counts 1 instead of 2 interactions_90d for u1/shoes in the first week); "
-    "an order dependence in features/transforms, not yet found",
-)
+def _row_orders(table: pl.DataFrame) -> list[pl.DataFrame]:
+    """The table as written, reversed and shuffled: rows of one timestamp come in no fixed order,
+    so a lookup must give the same answer in all of them."""
+    shuffled = [table.sample(fraction=1.0, shuffle=True, seed=seed) for seed in range(3)]
+    return [table, table.reverse(), *shuffled]
+
+
 def test_user_category_affinity_is_weekly_with_shares(tiny_features: dict[str, pl.DataFrame]) -> None:
     affinity = tiny_features["user_category_affinity"]
     # Sunday rows, stamped at the following Monday midnight UTC
     assert affinity["event_timestamp"].dt.weekday().unique().to_list() == [1]
     assert affinity["event_timestamp"].dt.hour().unique().to_list() == [0]
 
-    week1 = {
-        row["category"]: row
-        for row in affinity.filter(pl.col("event_timestamp") == utc(2024, 1, 8)).to_dicts()
-    }
-    assert week1["shoes"]["interactions_90d"] == 2
-    assert week1["shoes"]["interaction_share_90d"] == pytest.approx(2 / 3)
-    assert week1["shoes"]["purchase_share_90d"] == pytest.approx(1.0)
-    assert week1["books"]["interaction_share_90d"] == pytest.approx(1 / 3)
-    assert week1["books"]["purchase_share_90d"] == pytest.approx(0.0)
+    # u1 and u2 both touched shoes: rows are told apart by the whole key, user and category
+    for rows in _row_orders(affinity):
+        week1 = {
+            (row["user_id"], row["category"]): row
+            for row in rows.filter(pl.col("event_timestamp") == utc(2024, 1, 8)).to_dicts()
+        }
+        assert set(week1) == {("u1", "shoes"), ("u1", "books"), ("u2", "shoes")}
+        u1_shoes, u1_books, u2_shoes = week1["u1", "shoes"], week1["u1", "books"], week1["u2", "shoes"]
+        assert (u1_shoes["interactions_90d"], u1_shoes["purchases_90d"]) == (2, 1)
+        assert u1_shoes["interaction_share_90d"] == pytest.approx(2 / 3)
+        assert u1_shoes["purchase_share_90d"] == pytest.approx(1.0)
+        assert u1_books["interaction_share_90d"] == pytest.approx(1 / 3)
+        assert u1_books["purchase_share_90d"] == pytest.approx(0.0)
+        # u2's one view: all of u2's interactions, and no purchase to share
+        assert (u2_shoes["interactions_90d"], u2_shoes["interaction_share_90d"]) == (1, 1.0)
+        assert u2_shoes["purchase_share_90d"] is None
 
     week2 = known_at(affinity, utc(2024, 1, 15), user_id="u1", category="books")
     assert (week2["interactions_90d"], week2["purchases_90d"]) == (2, 1)
     assert week2["interaction_share_90d"] == pytest.approx(0.5)
+
+
+def _built_tables(settings: Settings) -> dict[str, pl.DataFrame]:
+    """Every feature table of a build, in key and time order, without the build time."""
+    build_feature_tables(settings, as_of=AS_OF, show_progress=False)
+    return {
+        name: pl.read_parquet(feature_table_path(settings.feature_dir, name))
+        .drop(CREATED_TIMESTAMP)
+        .sort([*spec.keys, "event_timestamp"])
+        for name, spec in FEATURE_TABLES.items()
+    }
+
+
+def test_feature_tables_do_not_depend_on_the_order_of_input_rows(
+    contract_data_dir: Callable[[ContractRows], Settings],
+) -> None:
+    """Joins, group-bys and unique return rows in no fixed order; a transform that relies on an
+    order it did not sort into gives other values when the contract rows come in another order."""
+    expected = _built_tables(contract_data_dir(TINY_MARKETPLACE))
+    permutations = [{name: rows[::-1] for name, rows in TINY_MARKETPLACE.items()}]
+    for seed in range(3):
+        rng = random.Random(seed)
+        permutations.append({name: rng.sample(rows, len(rows)) for name, rows in TINY_MARKETPLACE.items()})
+    for permuted in permutations:
+        tables = _built_tables(contract_data_dir(permuted))
+        for name, table in tables.items():
+            assert_frame_equal(table, expected[name], check_exact=False)
+
+
+def test_price_level_compares_with_listings_in_the_category_currency(
+    contract_data_dir: Callable[[ContractRows], Settings],
+) -> None:
+    """US shoes listed once in USD (100) and once in JPY (20000 = 200 USD): a tie, broken by
+    currency name, so the median is of the yen listings only, in every build."""
+    tables = dict(TINY_MARKETPLACE)
+    tables["products"] = [
+        *TINY_MARKETPLACE["products"],
+        {**TINY_MARKETPLACE["products"][0], "product_id": "p3"},
+    ]
+    tables["listings"] = [
+        *TINY_MARKETPLACE["listings"],
+        {"product_id": "p3", "market_id": "US", "price": 20000.0, "currency": "JPY"},
+    ]
+    for _ in range(3):
+        users = _built_tables(contract_data_dir(tables))["user_activity"]
+        # paid 150 USD for shoes whose yen listings' median is 200 USD
+        assert known_at(users, utc(2024, 1, 3), user_id="u1")["price_level_90d"] == pytest.approx(0.75)
 
 
 def test_product_market_popularity_uses_local_days_and_target_day_price(
