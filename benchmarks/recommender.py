@@ -16,9 +16,14 @@ not count as hits. (The two-tower defaults, temperature 0.2, history dropout 0.5
 picked in exploratory MovieLens runs that also looked at the test split; on the validation split
 temperature 0.2 beat 0.1 and 0.3 and the dropout made little difference.)
 
-    python -m benchmarks.recommender [--datasets movielens-100k online-retail] [--json rows.json]
+Real data goes through the project's loaders and the data contract (`features.loaders`, then
+`features.ingest` into a temporary workspace, or `--workspace DIR` to keep it): the benchmark reads
+the contract tables, so cancellations, missing customers, non-product codes and duplicate lines of
+Online Retail are quarantined with their reasons rather than filtered here.
+
+    tradewind benchmark recommender [--dataset movielens-100k] [--dataset online-retail] [--json rows.json]
         [--threads N]   (torch and LightGBM threads; 1 is faster on a machine shared with other jobs)
-    python -m benchmarks.recommender --interactions events.parquet --user-col u --item-col i \\
+    tradewind benchmark recommender --dataset events.parquet --user-col u --item-col i \\
         --time-col ts [--weight-col w]
 """
 
@@ -27,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -70,9 +77,6 @@ HALF_LIFE_GRID = (3.0, 7.0, 14.0, 30.0, 90.0)
 TRADEWIND = "tradewind: lambdarank(ease, knn, popular)"
 TRADEWIND_WITH_TWO_TOWER = "tradewind: lambdarank(ease, knn, two-tower, popular)"
 TEST_DAYS = 30  # Online Retail: the test period is the last 30 days
-# Online Retail stock codes of products are five digits, sometimes with a letter suffix; the rest
-# (POST, DOT, M, BANK CHARGES, gift vouchers, ...) are fees and adjustments
-PRODUCT_CODE = r"^\d{5}[A-Za-z]{0,2}$"
 
 
 @dataclass
@@ -93,12 +97,30 @@ class BenchmarkCase:
 # ---------------------------------------------------------------- data sets
 
 
-def movielens_case(folder: Path) -> BenchmarkCase:
-    events = pl.read_csv(
-        folder / "u.data",
-        separator="\t",
-        has_header=False,
-        new_columns=["user_id", "item_id", "rating", "timestamp"],
+def contract_tables(dataset: str, source: Path, workspace: Path) -> dict[str, pl.DataFrame]:
+    """Load a real data set with its loader, ingest it against the contract into `workspace`, and
+    return the accepted events, users and products."""
+    from configs.settings import Settings
+    from features.ingest import ingest
+    from features.loaders import DATASETS
+    from features.tables import read_table
+
+    settings = Settings(data_dir=workspace)
+    DATASETS[dataset](source, settings.raw_dir)
+    report = ingest(settings, settings.raw_dir, progress=False)
+    quarantined = {result.table: result.quarantined for result in report.results if result.quarantined}
+    print(f"{dataset}: ingested into {workspace} (quarantined rows per table: {quarantined or 'none'})")
+    return {name: read_table(settings.contract_dir, name) for name in ("events", "users", "products")}
+
+
+def movielens_case(folder: Path, workspace: Path) -> BenchmarkCase:
+    """Every rating an interaction (the contract's events), per-user random 75/25 split, seed 42."""
+    from features.loaders.movielens import ID_PREFIX
+
+    events = contract_tables("movielens-100k", folder, workspace)["events"].select(
+        pl.col("user_id").str.strip_prefix(ID_PREFIX).cast(pl.Int64),
+        pl.col("product_id").str.strip_prefix(ID_PREFIX).cast(pl.Int64).alias("item_id"),
+        pl.col("event_ts").alias("timestamp"),
     )
     interactions = Interactions.from_events(events, time_col="timestamp")
     interactions = _with_side_features(
@@ -130,32 +152,32 @@ def _movielens_item_features(folder: Path) -> dict[int, np.ndarray]:
     return features
 
 
-def load_online_retail(path: Path) -> pl.DataFrame:
-    """Purchases with a customer: user_id, item_id, timestamp, quantity, price, description, country."""
-    raw = pl.read_parquet(path)
+def load_online_retail(source: Path, workspace: Path) -> pl.DataFrame:
+    """Accepted purchases of the contract's Online Retail events (the loader flags cancellations,
+    missing customers, non-product codes and duplicate lines; ingest quarantines them and zero
+    prices): user_id, item_id, timestamp, quantity, price, description, country (the market)."""
+    tables = contract_tables("online-retail", source, workspace)
+    titles = tables["products"].select(
+        pl.col("product_id"), pl.col("title").fill_null("").alias("description")
+    )
     return (
-        raw.filter(
-            pl.col("CustomerID").is_not_null()
-            & (pl.col("Quantity") > 0)
-            & ~pl.col("InvoiceNo").str.starts_with("C")
-            & (pl.col("UnitPrice") > 0)
-            & pl.col("StockCode").str.contains(PRODUCT_CODE)
-        )
+        tables["events"]
+        .join(titles, on="product_id", how="left")
         .select(
-            pl.col("CustomerID").cast(pl.Int64).alias("user_id"),
-            pl.col("StockCode").str.to_uppercase().alias("item_id"),
-            pl.col("InvoiceDate").alias("timestamp"),
-            pl.col("Quantity").alias("quantity"),
-            pl.col("UnitPrice").alias("price"),
-            pl.col("Description").fill_null("").alias("description"),
-            pl.col("Country").alias("country"),
+            pl.col("user_id"),
+            pl.col("product_id").alias("item_id"),
+            pl.col("event_ts").alias("timestamp"),
+            pl.col("quantity"),
+            pl.col("price"),
+            pl.col("description").fill_null(""),
+            pl.col("market_id").alias("country"),
         )
         .sort("timestamp")
     )
 
 
-def online_retail_case(path: Path, test_days: int = TEST_DAYS) -> BenchmarkCase:
-    events = load_online_retail(path)
+def online_retail_case(source: Path, workspace: Path, test_days: int = TEST_DAYS) -> BenchmarkCase:
+    events = load_online_retail(source, workspace)
     end = events["timestamp"].max()
     cutoff = _midnight(end - timedelta(days=test_days))
     train, test = temporal_split(events, cutoff)
@@ -224,6 +246,18 @@ def interactions_file_case(
 ) -> BenchmarkCase:
     """Any event file: the last 10% of time is the test period (global cut-off)."""
     events = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, try_parse_dates=True)
+    for flag, column in (
+        ("--user-col", user_col),
+        ("--item-col", item_col),
+        ("--time-col", time_col),
+        ("--weight-col", weight_col),
+    ):
+        if column is not None and column not in events.columns:
+            raise ValueError(
+                f"{path}: no column {column!r} ({flag}); the file has: {', '.join(events.columns)}"
+            )
+    if events.is_empty():
+        raise ValueError(f"{path}: no interactions")
     times = events[time_col].sort()
     cutoff = times[int(len(times) * 0.9)]
     validation_cutoff = times[int(len(times) * 0.8)]
@@ -392,6 +426,7 @@ def run_benchmark(
     rows, latencies = [], []
     for case in cases:
         case_rows, results = run_case(case, threads, latency_repeats, log)
+        log(format_table(case_rows))  # each data set's rows as soon as they exist; all of them at the end
         rows += case_rows
         latencies += (
             results.filter(pl.col("segment") == "all")
@@ -412,37 +447,79 @@ def run_benchmark(
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+KNOWN_DATASETS = ("movielens-100k", "online-retail")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="tradewind benchmark recommender",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--datasets", nargs="*", default=["movielens-100k", "online-retail"])
-    parser.add_argument("--data-dir", type=Path, default=SHARED_DATA)
-    parser.add_argument("--interactions", type=Path, help="an interactions file instead of the data sets")
-    parser.add_argument("--user-col", default="user_id")
-    parser.add_argument("--item-col", default="item_id")
-    parser.add_argument("--time-col", default="timestamp")
-    parser.add_argument("--weight-col")
+    parser.add_argument(
+        "--dataset",
+        "--datasets",
+        dest="datasets",
+        action="extend",
+        nargs="+",
+        metavar="NAME_OR_FILE",
+        help=f"{' or '.join(KNOWN_DATASETS)}, or an interactions file (CSV or parquet); repeatable "
+        f"(default: {' '.join(KNOWN_DATASETS)})",
+    )
+    parser.add_argument("--data-dir", type=Path, default=SHARED_DATA, help="where the real data sets are")
+    parser.add_argument("--interactions", type=Path, help="an interactions file (same as --dataset FILE)")
+    parser.add_argument("--user-col", default="user_id", help="interactions file: the user column")
+    parser.add_argument("--item-col", default="item_id", help="interactions file: the item column")
+    parser.add_argument("--time-col", default="timestamp", help="interactions file: the time column")
+    parser.add_argument("--weight-col", help="interactions file: an optional weight column")
+    parser.add_argument(
+        "--workspace", type=Path, help="keep the ingested contract tables here (default: a temp dir)"
+    )
     parser.add_argument("--json", type=Path, help="write the table rows here as JSON")
     parser.add_argument("--threads", type=int, help="torch and LightGBM threads (default: all cores)")
     parser.add_argument("--latency-repeats", type=int, default=2000)
     args = parser.parse_args(argv)
+    names = list(args.datasets or [])
     if args.interactions:
-        cases = [
-            interactions_file_case(
-                args.interactions, args.user_col, args.item_col, args.time_col, args.weight_col
-            )
-        ]
-    else:
-        loaders = {
-            "movielens-100k": lambda: movielens_case(args.data_dir / "movielens-100k"),
-            "online-retail": lambda: online_retail_case(
-                next((args.data_dir / "online-retail").glob("*.parquet"))
-            ),
-        }
-        cases = [loaders[name]() for name in args.datasets]
-    run_benchmark(cases, args.json, args.threads, args.latency_repeats)
+        names.append(str(args.interactions))
+    names = names or list(KNOWN_DATASETS)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tradewind-benchmark-") as scratch:
+            workspace = args.workspace or Path(scratch)
+            cases = [_case(name, args, workspace / _slug(name)) for name in names]
+            run_benchmark(cases, args.json, args.threads, args.latency_repeats)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if error.args else str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _case(name: str, args: argparse.Namespace, workspace: Path) -> BenchmarkCase:
+    if name == "movielens-100k":
+        return movielens_case(_shared_folder(args.data_dir, name), workspace)
+    if name == "online-retail":
+        return online_retail_case(_shared_folder(args.data_dir, name), workspace)
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--dataset {name}: neither a known data set ({', '.join(KNOWN_DATASETS)}) nor a file"
+        )
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise ValueError(f"{path}: an interactions file must be .csv or .parquet")
+    return interactions_file_case(path, args.user_col, args.item_col, args.time_col, args.weight_col)
+
+
+def _shared_folder(data_dir: Path, name: str) -> Path:
+    folder = data_dir / name
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: data set {name} not found (pass --data-dir)")
+    return folder
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

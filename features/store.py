@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,16 +268,30 @@ def historical_features(
     entity_df: pl.DataFrame | pd.DataFrame,
     service_name: str,
     *,
+    views: Sequence[str] | None = None,
     store: FeatureStore | None = None,
 ) -> pl.DataFrame:
     """A point-in-time correct training set from Feast's `get_historical_features`: `entity_df`
     (join keys + `event_timestamp` per label, any other columns kept) with the service's features
-    as `<view>__<feature>` columns, in the order of `entity_df`, in the feature tables' types."""
+    as `<view>__<feature>` columns, in the order of `entity_df`, in the feature tables' types.
+
+    `views` keeps only those feature views of the service (then `entity_df` needs only their join
+    keys): rows that describe a user alone need not pay for a join against product tables."""
     store = store or feature_store(settings)
     service = store.get_feature_service(service_name)
+    features: FeatureService | list[str] = service
+    if views is not None:
+        in_service = {projection.name: projection for projection in service.feature_view_projections}
+        unknown = [view for view in views if view not in in_service]
+        if unknown:
+            raise ValueError(
+                f"feature service {service_name!r} has no feature view {unknown[0]!r} "
+                f"(it has: {', '.join(in_service)})"
+            )
+        features = [f"{view}:{feature.name}" for view in views for feature in in_service[view].features]
     frame = _entity_frame(entity_df).with_row_index(_ENTITY_ROW)
     job = store.get_historical_features(
-        entity_df=frame.to_pandas(), features=service, full_feature_names=True
+        entity_df=frame.to_pandas(), features=features, full_feature_names=True
     )
     training = pl.from_pandas(job.to_df()).sort(_ENTITY_ROW).drop(_ENTITY_ROW)
     # pandas turns integer features with gaps into floats; give every column its own type back

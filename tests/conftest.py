@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from configs import load_config
 from configs.settings import Settings
+
+# LightGBM's OpenMP threads wait passively instead of spinning: on 2 shared cores spinning makes the
+# suite crawl (as training/cli.py does for the CLI)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # small enough to build in well under a minute, large enough for every family to train on
 TINY_SCALE = 0.05

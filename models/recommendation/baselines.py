@@ -31,12 +31,13 @@ class ItemKNN(Recommender):
     among their neighbours.
     """
 
-    def __init__(self, neighbours: int = 100, shrinkage: float = 10.0) -> None:
+    def __init__(self, neighbours: int = 100, shrinkage: float = 10.0, binary: bool = True) -> None:
         self.neighbours = neighbours
         self.shrinkage = shrinkage
+        self.binary = binary  # False: use the interaction weights (e.g. purchase 1, view 0.2)
 
     def fit(self, interactions: Interactions) -> Self:
-        self.train_ = interactions.binary()
+        self.train_ = interactions.binary() if self.binary else interactions.matrix.copy()
         x = self.train_
         co_counts = np.asarray((x.T @ x).todense(), dtype=np.float32)
         norms = np.sqrt(np.diag(co_counts))
@@ -58,11 +59,12 @@ class EASE(Recommender):
     The paper tunes l2 on held-out users; 200-1000 is typical for MovieLens-sized data.
     """
 
-    def __init__(self, l2: float = 500.0) -> None:
+    def __init__(self, l2: float = 500.0, binary: bool = True) -> None:
         self.l2 = l2
+        self.binary = binary  # False: use the interaction weights (e.g. purchase 1, view 0.2)
 
     def fit(self, interactions: Interactions) -> Self:
-        self.train_ = interactions.binary()
+        self.train_ = interactions.binary() if self.binary else interactions.matrix.copy()
         gram = np.asarray((self.train_.T @ self.train_).todense(), dtype=np.float64)
         self.weights_ = ease_weights(gram, self.l2).astype(np.float32)
         return self
@@ -72,7 +74,8 @@ class EASE(Recommender):
         if len(user_idx) == 1:
             # one request: summing the user's rows of B skips scipy's slicing overhead (~0.1 ms)
             start, end = self.train_.indptr[user_idx[0]], self.train_.indptr[user_idx[0] + 1]
-            return self.weights_[self.train_.indices[start:end]].sum(axis=0, keepdims=True)
+            weights = self.train_.data[start:end]
+            return (weights @ self.weights_[self.train_.indices[start:end]])[None, :]
         return np.asarray(self.train_[user_idx] @ self.weights_)
 
 

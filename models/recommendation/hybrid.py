@@ -60,6 +60,7 @@ class RerankedHybrid(Recommender):
         monotone_retrieval: bool = True,
         recent_half_life_days: float = 7.0,
         seed: int = 42,
+        label_folds: int = 1,
     ) -> None:
         self.retrievers = dict(retrievers)
         self.ranker = ranker or LambdaRankRanker(seed=seed)
@@ -70,14 +71,41 @@ class RerankedHybrid(Recommender):
         self.monotone_retrieval = monotone_retrieval
         self.recent_half_life_days = recent_half_life_days
         self.seed = seed
+        # random hold-outs drawn with seeds seed, seed + 1, ...: each adds a set of labels, so the
+        # ranker sees more (user, held-out item) examples than one 20% hold-out gives
+        self.label_folds = label_folds
 
     # ------------------------------------------------------------ training
 
     def fit(self, interactions: Interactions) -> Self:
-        base, held_out = self._hold_out(interactions)
-        self._fit_parts(base)
+        features: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        group_sizes: list[np.ndarray] = []
+        folds = self.label_folds if self.holdout == "random" else 1
+        for fold in range(folds):
+            base, held_out = self._hold_out(interactions, self.seed + fold)
+            self._fit_parts(base)
+            self._collect_labels(base, held_out, features, labels, group_sizes)
+        self.ranker_ = copy.deepcopy(self.ranker).fit(
+            np.vstack(features),
+            np.concatenate(labels),
+            np.concatenate(group_sizes),
+            self.feature_names_,
+            self._monotone_constraints() if self.monotone_retrieval else None,
+        )
+        self.training_rows_ = sum(len(rows) for rows in labels)
+        self._fit_parts(interactions)
+        return self
+
+    def _collect_labels(
+        self,
+        base: Interactions,
+        held_out: Interactions,
+        features: list[np.ndarray],
+        labels: list[np.ndarray],
+        group_sizes: list[np.ndarray],
+    ) -> None:
         label_users = np.flatnonzero((held_out.history_counts() > 0) & (base.history_counts() > 0))
-        features, labels, group_sizes = [], [], []
         for start in range(0, len(label_users), TRAINING_BATCH_USERS):
             users = label_users[start : start + TRAINING_BATCH_USERS]
             candidates = self.candidates(users)
@@ -90,16 +118,6 @@ class RerankedHybrid(Recommender):
             features.append(candidates.features[useful])
             labels.append(is_positive[useful].astype(np.float64))
             group_sizes.append(candidates.group_sizes[positives > 0])
-        self.ranker_ = copy.deepcopy(self.ranker).fit(
-            np.vstack(features),
-            np.concatenate(labels),
-            np.concatenate(group_sizes),
-            self.feature_names_,
-            self._monotone_constraints() if self.monotone_retrieval else None,
-        )
-        self.training_rows_ = sum(len(rows) for rows in labels)
-        self._fit_parts(interactions)
-        return self
 
     def _monotone_constraints(self) -> list[int]:
         """A better retrieval score or rank never lowers an item, all else equal: without this the
@@ -109,9 +127,9 @@ class RerankedHybrid(Recommender):
             for name in self.feature_names_
         ]
 
-    def _hold_out(self, interactions: Interactions) -> tuple[Interactions, Interactions]:
+    def _hold_out(self, interactions: Interactions, seed: int) -> tuple[Interactions, Interactions]:
         if self.holdout == "random":
-            return interactions.split_per_user(self.holdout_fraction, self.seed)
+            return interactions.split_per_user(self.holdout_fraction, seed)
         if interactions.last_seen is None:
             raise ValueError("a temporal hold-out needs interactions with timestamps")
         cutoff = np.quantile(interactions.last_seen, 1.0 - self.holdout_fraction)

@@ -8,7 +8,7 @@ or a Feast-built training set later. Explanations are LightGBM's TreeSHAP contri
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import lightgbm as lgb
@@ -64,11 +64,15 @@ class LambdaRankRanker:
         group_sizes: Sequence[int] | np.ndarray,
         feature_names: Sequence[str] | None = None,
         monotone_constraints: Sequence[int] | None = None,
+        validation: tuple[FeatureMatrix, np.ndarray, Sequence[int] | np.ndarray] | None = None,
+        callbacks: Sequence[Callable[..., None]] | None = None,
     ) -> Self:
         """`group_sizes[g]` consecutive rows belong to the g-th user (query).
 
         `monotone_constraints` (+1, -1 or 0 per feature) forces the score to rise, fall or do
-        either with a feature, all else equal.
+        either with a feature, all else equal. `validation` (features, labels, group sizes) is
+        scored with LightGBM's nDCG@10 after every round, which `callbacks` (LightGBM callbacks,
+        e.g. one reporting to a tuner) can read.
         """
         matrix, self.feature_names_ = _as_matrix(features, feature_names)
         if int(np.sum(group_sizes)) != matrix.shape[0]:
@@ -83,7 +87,28 @@ class LambdaRankRanker:
         params = dict(self.params)
         if monotone_constraints is not None:
             params["monotone_constraints"] = list(monotone_constraints)
-        self.booster_ = lgb.train(params, dataset, num_boost_round=self.n_estimators)
+        valid_sets = []
+        if validation is not None:
+            valid_features, valid_labels, valid_groups = validation
+            valid_matrix, _ = _as_matrix(valid_features, self.feature_names_)
+            valid_sets.append(
+                lgb.Dataset(
+                    valid_matrix,
+                    label=np.asarray(valid_labels),
+                    group=np.asarray(valid_groups),
+                    reference=dataset,
+                )
+            )
+            params.setdefault("metric", "ndcg")
+            params.setdefault("eval_at", [10])
+        self.booster_ = lgb.train(
+            params,
+            dataset,
+            num_boost_round=self.n_estimators,
+            valid_sets=valid_sets or None,
+            valid_names=["validation"] if valid_sets else None,
+            callbacks=list(callbacks or []),
+        )
         return self
 
     def predict(self, features: FeatureMatrix, num_threads: int | None = None) -> np.ndarray:

@@ -183,6 +183,7 @@ def evaluate_recommenders(
     segments: Mapping[str, np.ndarray] | None = None,
     exclude_seen: bool = True,
     fit: bool = True,
+    exclude: sp.csr_matrix | None = None,
 ) -> pl.DataFrame:
     """Fit each model on `train`, recommend k items to every test user, and score them side by side.
 
@@ -191,8 +192,16 @@ def evaluate_recommenders(
     index, e.g. "market" -> the user's market), one group per label, named "market=DE".
     Columns: model, segment, n_users, ndcg, precision, recall, map, hitrate, coverage (all at k),
     train_s (fit time), score_s (time to recommend for every test user).
+
+    `exclude` (users x items) replaces the training matrix as what is never recommended and never
+    counts as a hit, e.g. only the items bought when the training matrix also holds views.
     """
-    relevant = relevant_items(train, test, exclude_seen)
+    if exclude is not None and exclude_seen:
+        seen = Interactions(sp.csr_matrix(exclude), train.user_ids, train.item_ids)
+        relevant = relevant_items(seen, test, True)
+    else:
+        relevant = relevant_items(train, test, exclude_seen)
+        exclude = train.matrix
     test_users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     groups = user_groups(train, test_users, segments)
     rows = []
@@ -202,7 +211,7 @@ def evaluate_recommenders(
             model.fit(train)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        recommended = recommend_in_batches(model, test_users, k, train.matrix if exclude_seen else None)
+        recommended = recommend_in_batches(model, test_users, k, exclude if exclude_seen else None)
         score_seconds = time.perf_counter() - started
         for group, members in groups.items():
             if not members.any():

@@ -1,0 +1,222 @@
+"""The recommender family end to end on the tiny marketplace: train -> MLflow -> registry -> the
+served pyfunc's answers, and a resumable Optuna study with nested runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import polars as pl
+import pytest
+
+from configs import load_config, validate_config
+from configs.settings import Settings
+from features.tables import read_table
+from training.pipeline import TrainResult, train, tune
+from training.recommender import AFFINITY_FEATURES, FAMILY, USER_FEATURES, RecommenderConfig, RecommenderModel
+from training.registry import CHAMPION, load_by_alias
+from training.tracking import configure_tracking, tracking_client
+
+
+def small_config() -> RecommenderConfig:
+    """The shipped config, shrunk so a fit takes seconds on the tiny marketplace."""
+    config = load_config("recommender", RecommenderConfig).model_dump()
+    config["retrieval"].update(candidates_per_retriever=20)
+    config["retrieval"]["two_tower"].update(epochs=1, embedding_dim=8)
+    config["ranker"].update(n_estimators=20, report_every=5, min_child_samples=10)
+    config["data"].update(max_label_users=300)
+    config["evaluation"].update(curve_max_k=20)
+    return validate_config(config, RecommenderConfig, "test config")
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tiny_marketplace: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Settings, TrainResult]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        database = tmp_path_factory.mktemp("recommender-mlflow") / "mlflow.db"
+        settings = tiny_marketplace.model_copy(
+            update={
+                "mlflow": tiny_marketplace.mlflow.model_copy(update={"tracking_uri": f"sqlite:///{database}"})
+            }
+        )
+        result = train(settings, FAMILY, small_config())
+        yield settings, result
+
+
+@pytest.fixture(scope="module")
+def served(trained: tuple[Settings, TrainResult]) -> RecommenderModel:
+    settings, _ = trained
+    configure_tracking(settings)
+    model = load_by_alias(FAMILY.registered_model, CHAMPION).unwrap_python_model()
+    assert isinstance(model, RecommenderModel)
+    return model
+
+
+@pytest.fixture(scope="module")
+def world(tiny_marketplace: Settings) -> dict[str, pl.DataFrame]:
+    return {name: read_table(tiny_marketplace.contract_dir, name) for name in ("events", "listings")}
+
+
+def listed_in(world: dict[str, pl.DataFrame], market: str) -> set[str]:
+    return set(world["listings"].filter(pl.col("market_id") == market)["product_id"].to_list())
+
+
+def test_train_registers_the_champion_with_finite_metrics(trained: tuple[Settings, TrainResult]) -> None:
+    settings, result = trained
+    assert result.version is not None and result.version.name == "tradewind-recommender"
+    assert result.aliases == (CHAMPION,)
+    configure_tracking(settings)
+    run = tracking_client().get_run(result.run_id)
+    metrics = run.data.metrics
+    for name in ("tradewind.ndcg_at_10", "ease.ndcg_at_10", "item_knn.ndcg_at_10", "most_popular.ndcg_at_10"):
+        assert name in metrics and math.isfinite(metrics[name]) and 0.0 <= metrics[name] <= 1.0
+    assert "oracle.ndcg_at_10" in metrics and "quality_vs_oracle.tradewind_ndcg_ratio" in metrics
+    assert any(name.startswith("market.") for name in metrics)
+    assert all(math.isfinite(value) for value in metrics.values())
+    assert result.evaluation.primary == pytest.approx(metrics["tradewind.ndcg_at_10"])
+    assert run.data.tags["tradewind.feature_service"] == "recommendation"
+    artifacts = {item.path for item in tracking_client().list_artifacts(result.run_id, "plots")}
+    assert {"plots/recall_at_k.png", "plots/ndcg_by_market.png"} <= artifacts
+
+
+def test_known_user_gets_listed_unbought_items_with_reasons(
+    served: RecommenderModel, world: dict[str, pl.DataFrame]
+) -> None:
+    request = served.smoke_request()
+    user, market = request["user_id"], request["market"]
+    answer = served.answer({**request, "k": 8, "explain": True})
+    assert not answer["cold_start"]
+    products = [item["product_id"] for item in answer["items"]]
+    assert len(products) == len(set(products)) and 0 < len(products) <= 8
+    bought = set(
+        world["events"]
+        .filter((pl.col("user_id") == user) & (pl.col("event_type") == "purchase"))["product_id"]
+        .to_list()
+    )
+    assert not set(products) & bought
+    assert set(products) <= listed_in(world, market)
+    scores = [item["score"] for item in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+    known_features = set(served.describe()["features"])
+    for item in answer["items"]:
+        assert len(item["reasons"]) == 3
+        assert all(reason["feature"] in known_features for reason in item["reasons"])
+        assert all(math.isfinite(reason["contribution"]) for reason in item["reasons"])
+
+    excluded = served.answer({**request, "k": 8, "exclude": products[:2], "explain": False})
+    assert not {item["product_id"] for item in excluded["items"]} & set(products[:2])
+    assert "reasons" not in excluded["items"][0]
+
+
+def test_online_features_replace_the_held_ones(served: RecommenderModel) -> None:
+    request = {**served.smoke_request(), "explain": False}
+    rows = served.online_entities(request)
+    assert rows is not None and [row["category"] for row in rows] == served.categories
+    assert all(row["user_id"] == request["user_id"] and row["market_id"] == request["market"] for row in rows)
+    user = served.user_index[request["user_id"]]
+    online = {
+        "user_activity__purchases_90d": [500] * len(rows),
+        "user_activity__views_30d": [None] * len(rows),  # absent: the held value stays
+        "user_category_affinity__interaction_share_90d": [0.5] * len(rows),
+    }
+    user_features, affinity = served._user_features(user, online)
+    held_user, held_affinity = served._user_features(user, None)
+    assert user_features[list(USER_FEATURES).index("user_purchases_90d")] == 500
+    views = list(USER_FEATURES).index("user_views_30d")
+    assert user_features[views] == held_user[views] or (
+        math.isnan(user_features[views]) and math.isnan(held_user[views])
+    )
+    share = list(AFFINITY_FEATURES).index("category_interaction_share_90d")
+    assert (affinity[:, share] == 0.5).all()
+    assert held_affinity.shape == affinity.shape
+    assert served.answer(request, online)["items"]
+
+
+def test_unknown_user_gets_market_aware_cold_start(
+    served: RecommenderModel, world: dict[str, pl.DataFrame]
+) -> None:
+    markets = served.describe()["markets"]
+    answers = {}
+    for market in markets:
+        answer = served.answer({"user_id": "nobody-knows-me", "market": market, "k": 5})
+        assert answer["cold_start"] and answer["items"]
+        assert {item["product_id"] for item in answer["items"]} <= listed_in(world, market)
+        answers[market] = tuple(item["product_id"] for item in answer["items"])
+    assert len(set(answers.values())) > 1  # trending differs between markets
+    assert served.online_entities({"user_id": "nobody-knows-me", "market": markets[0]}) is None
+
+
+def test_unknown_market_is_refused_by_name(served: RecommenderModel) -> None:
+    with pytest.raises(ValueError, match=r"market: unknown market 'XX' \(known: .*US"):
+        served.answer({"user_id": served.smoke_request()["user_id"], "market": "XX", "k": 5})
+
+
+def test_pyfunc_predict_answers_one_row_per_request(trained: tuple[Settings, TrainResult]) -> None:
+    settings, result = trained
+    configure_tracking(settings)
+    model = mlflow.pyfunc.load_model(result.version.uri)
+    request = model.unwrap_python_model().smoke_request()
+    frame = pd.DataFrame(
+        [
+            {**request, "exclude": [], "explain": False},
+            {
+                "user_id": "nobody-knows-me",
+                "market": request["market"],
+                "k": 3,
+                "exclude": [],
+                "explain": True,
+            },
+        ]
+    )
+    output = model.predict(frame)
+    assert len(output) == 2
+    assert list(output["cold_start"]) == [False, True]
+    assert len(output["product_ids"].iloc[1]) == 3
+
+
+def test_tune_runs_nested_trials_and_resumes(mlflow_settings: Settings) -> None:
+    config = small_config()
+    first = tune(mlflow_settings, FAMILY, 2, config)
+    assert first.trials_total == 2 and math.isfinite(first.best_value)
+    children = tracking_client().search_runs(
+        [tracking_client().get_experiment_by_name(mlflow_settings.mlflow.experiment).experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{first.parent_run_id}'",
+    )
+    assert len(children) == 2
+    # every trial reported validation nDCG while fitting (what the pruner reads)
+    assert all("intermediate" in child.data.metrics for child in children)
+    again = tune(mlflow_settings, FAMILY, 1, config)
+    assert again.trials_total == 3
+
+
+def test_historical_features_can_keep_some_views_of_the_service(tiny_marketplace: Settings) -> None:
+    from datetime import UTC, datetime
+
+    from features.store import historical_features
+
+    users = read_table(tiny_marketplace.contract_dir, "users")["user_id"].head(3).to_list()
+    rows = pl.DataFrame({"user_id": users, "event_timestamp": [datetime(2026, 10, 1, tzinfo=UTC)] * 3})
+    frame = historical_features(tiny_marketplace, rows, "recommendation", views=["user_activity"])
+    features = [name for name in frame.columns if "__" in name]
+    assert features and all(name.startswith("user_activity__") for name in features)
+    assert frame["user_id"].to_list() == users
+    with pytest.raises(ValueError, match="no feature view 'campaign_stats'"):
+        historical_features(tiny_marketplace, rows, "recommendation", views=["campaign_stats"])
+
+
+def test_benchmark_names_a_missing_column_of_an_interactions_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.recommender import main
+
+    path = tmp_path / "events.csv"
+    pl.DataFrame({"u": [1, 2], "i": [3, 4], "ts": [5, 6]}).write_csv(path)
+    assert main(["--dataset", str(path), "--user-col", "u", "--item-col", "i", "--time-col", "when"]) == 2
+    error = capsys.readouterr().err
+    assert "no column 'when' (--time-col)" in error and str(path) in error
+    assert main(["--dataset", str(tmp_path / "missing.csv")]) == 2
+    assert "neither a known data set" in capsys.readouterr().err
