@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 from models.forecasting.series import SeriesSpec, check_columns, complete_grid
 
 QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
-SUMMARY_METRICS = ("mase", "wape", "smape", "wrmsse", "bias", "coverage80", "spl")
+SUMMARY_METRICS = ("mase", "wape", "smape", "wrmsse", "bias", "coverage80", "pinball", "spl")
 
 
 # -- metrics on arrays (one series) -------------------------------------------------------------
@@ -213,6 +213,8 @@ def summarize(per_series: pl.DataFrame, by: Sequence[str] = ()) -> pl.DataFrame:
         (pl.col("covered").sum() / pl.col("periods").sum()).alias("coverage80"),
         pl.col("spl").drop_nulls().mean().alias("spl"),
     ]
+    if "pinball" in per_series.columns:  # mean pinball loss over series, in the target's units
+        aggregations.append(pl.col("pinball").drop_nulls().mean().alias("pinball"))
     if by:
         return per_series.group_by(list(by)).agg(aggregations).sort(list(by))
     return per_series.select(aggregations)
@@ -269,12 +271,15 @@ def backtest(
     spec: SeriesSpec,
     attributes: Sequence[str] = (),
     weight_window: int | None = None,
+    on_fold: Callable[[int, pl.DataFrame], None] | None = None,
 ) -> BacktestResult:
     """Rolling-origin evaluation: refit a fresh model at each origin, forecast `horizon` periods.
 
     Folds are `step` periods apart (default: the horizon, so test windows tile the end of the data).
     The model sees only rows up to its origin; the covariates of the test window (price, promotion,
-    FX: known in advance) are handed to `predict`, never the target.
+    FX: known in advance) are handed to `predict`, never the target. `on_fold(fold, per_series)` is
+    called after each fold with its per-series metrics (e.g. to report a running score for pruning;
+    it may raise to stop the backtest).
     """
     step = step or horizon
     grid = complete_grid(frame, spec)
@@ -300,6 +305,8 @@ def backtest(
             forecast, actual, history, spec, weight_window=weight_window, attributes=attributes
         )
         metrics.append(per_series.with_columns(pl.lit(fold).alias("fold")))
+        if on_fold is not None:
+            on_fold(fold, per_series)
         on = [*spec.keys, spec.date]
         forecasts.append(
             forecast.join(actual.select([*on, spec.target]), on=on, how="left").with_columns(
