@@ -1,37 +1,35 @@
-"""Benchmark of the budget-constrained bidders against the hindsight optimum, on three sources.
+"""Benchmark of the budget-constrained bidders against the hindsight optimum, on two sources.
 
+- `synthetic`: the simulator's world in the data folder (made by `tradewind demo`), through the
+  bidding family exactly as `tradewind train bidder` runs it (training/bidder.py): the contract
+  tables, FX to one currency, Feast context, the calibrated LightGBM click model as the bidders'
+  pCTR, baselines tuned per campaign on its training days, one DQN for all campaigns, and every
+  campaign's latest days held out. Won impressions are credited with the simulator's true click
+  probability (its ground truth), so the click model's errors cost what they would cost for real.
 - `ipinyou`: the semi-real replay of iPinYou advertiser 2259 (`models.bidding.ipinyou_replay`): real
   requests and paid prices, clicks credited by a known click model, which is also the bidders' pCTR.
   Train days are those of `train.log.txt` (2013-10-19..21), test days those of `test.log.txt`
-  (2013-10-22..25).
-- `synthetic`: the stand-in generator (`models.bidding.synthetic`), 14 train days and 4 test days
-  ending on the daylight-saving day 2026-03-29 in Europe/Berlin; bidders get the true click
-  probability as pCTR, like the iPinYou replay, so this measures bidding alone.
-- `synthetic_model`: the same days, but bidders use a calibrated LightGBM pCTR fitted on the train
-  days' logged clicks, while won impressions are still credited with the true click probability:
-  bidding and click model end to end. The DQN is the one trained for `synthetic` (its observations
-  are normalised, so it does not depend on the pCTR's source); the lambda prior and the tuned
-  baselines are refitted on the model's pCTR.
+  (2013-10-22..25). The DQN is the same design (pacing mode, configs/bidder.yaml's `dqn`).
 
-Policies: constant bid, linear bidding, best fixed lambda, PID pacing (all tuned on the train days
-per budget fraction) and the DQN (trained on generated days from the train days), evaluated by
-`training.evaluation.bidding.evaluate_bidding` at budgets of 1/2 .. 1/16 of each test day's
-unconstrained spend.
+Policies: constant bid, linear bidding, best fixed lambda, PID pacing (tuned on the train days per
+budget fraction) and the DQN, evaluated by `training.evaluation.bidding.evaluate_bidding` at budgets
+of 1/2 .. 1/16 of each test day's unconstrained spend, beside the hindsight optimum.
 
-    python -m benchmarks.bidder [--episodes 1000] [--json rows.json] [--figures DIR] [--quick]
+    tradewind benchmark bidder [--episodes 1000] [--seed 0] [--sources synthetic,ipinyou]
+                               [--json rows.json] [--figures DIR] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from models.bidding.auction import AuctionType
@@ -45,16 +43,14 @@ from models.bidding.baselines import (
     tune_constant_bid,
     tune_linear_base_bid,
 )
-from models.bidding.click_model import ClickModel
-from models.bidding.days import AuctionDay, days_from_frame
-from models.bidding.dqn import DQNBidPolicy, DQNConfig, DQNTrainingResult, train_dqn
+from models.bidding.days import AuctionDay
+from models.bidding.dqn import DQNBidPolicy, DQNConfig, train_dqn
 from models.bidding.ipinyou_replay import train_test_days
-from models.bidding.synthetic import SyntheticMarket, generate_auctions
+from models.bidding.learning_curve import LearningCurve
 from training.evaluation.bidding import (
     ROW_KEYS,
     BiddingEvaluation,
     PolicyFactory,
-    click_model_metrics,
     evaluate_bidding,
     format_table,
     learning_curve_figure,
@@ -63,96 +59,176 @@ from training.evaluation.bidding import (
 
 # the shared data folder lies beside the project root
 DEFAULT_IPINYOU_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ipinyou-2259"
-SYNTHETIC_TRAIN_START = dt.date(2026, 3, 12)
-SYNTHETIC_TRAIN_DAYS = 14
-SYNTHETIC_TEST_DAYS = 4  # 2026-03-26..29, the last a 23-hour day in Europe/Berlin
+SOURCES = ("synthetic", "ipinyou")
+FULL_EPISODES = 1000
 TARGET_PCT_OF_OPTIMUM = 90.0
 TARGET_UPLIFT_OVER_LINEAR_PCT = 5.0
 TIGHTEST_FRACTIONS = (1 / 8, 1 / 16)
+LATENCY_REQUESTS = 2000
 
 
 @dataclass(frozen=True)
-class BenchmarkSource:
+class SourceResult:
     name: str
-    train_days: list[AuctionDay]
-    test_days: list[AuctionDay]
-    click_model_metrics: dict[str, float] = field(default_factory=dict)
+    evaluation: BiddingEvaluation
+    curve: LearningCurve
+    seconds: dict[str, float]
+    click_metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
-def ipinyou_source(folder: Path) -> BenchmarkSource:
-    train, test = train_test_days(folder)
-    return BenchmarkSource("ipinyou", train, test)
+def run_synthetic(
+    data_dir: Path | None,
+    config_path: Path | None,
+    dqn_overrides: Mapping[str, int],
+    seed: int,
+    quick: bool,
+    auction_type: AuctionType,
+) -> SourceResult:
+    """The simulator's world through the bidding family, as `tradewind train bidder` runs it."""
+    from configs.settings import Settings, load_settings
+    from training.bidder import FAMILY, click_metrics, evaluate_policies, fit, training_set
+    from training.pipeline import load_family_config
 
-
-def synthetic_sources(market: SyntheticMarket, seed: int) -> tuple[BenchmarkSource, BenchmarkSource]:
-    """The generated days twice: with the true click probability as pCTR, and with a click model's."""
-    train_log = generate_auctions(market, SYNTHETIC_TRAIN_START, SYNTHETIC_TRAIN_DAYS, seed=seed)
-    test_start = SYNTHETIC_TRAIN_START + dt.timedelta(days=SYNTHETIC_TRAIN_DAYS)
-    test_log = generate_auctions(market, test_start, SYNTHETIC_TEST_DAYS, seed=seed + 1)
-
-    def days(log: pl.DataFrame, pctr: pl.Series | None, credit_truth: bool) -> list[AuctionDay]:
-        requests = log.with_columns(pctr=pctr if pctr is not None else pl.col("click_prob"))
-        click_prob = "click_prob" if credit_truth else None
-        return days_from_frame(requests, market.timezone, click_prob_column=click_prob, cpm_prices=True)
-
-    oracle = BenchmarkSource("synthetic", days(train_log, None, False), days(test_log, None, True))
-    model = ClickModel(market.timezone).fit(train_log)
-    test_pctr = model.predict(test_log)
-    metrics = click_model_metrics(test_log["click"].to_numpy(), test_pctr)
-    truth = click_model_metrics(test_log["click"].to_numpy(), test_log["click_prob"].to_numpy())
-    metrics |= {f"true_model_{name}": value for name, value in truth.items()}
-    # train days credit the bidder's own pCTR: tuning sees nothing a real bidder would not have
-    modelled = BenchmarkSource(
-        "synthetic_model",
-        days(train_log, pl.Series(model.predict(train_log)), False),
-        days(test_log, pl.Series(test_pctr), True),
-        metrics,
+    settings = Settings(data_dir=data_dir) if data_dir else load_settings()
+    config = load_family_config(FAMILY, config_path)
+    dqn: dict[str, int] = dict(dqn_overrides)
+    if quick:
+        dqn |= {"validation_every": 20, "validation_episodes": 4}
+    config = config.model_copy(
+        update={
+            "seed": seed,
+            "dqn": config.dqn.model_copy(update=dqn),
+            "evaluation": config.evaluation.model_copy(update={"auction_type": auction_type}),
+        }
     )
-    return oracle, modelled
+    started = time.perf_counter()
+    data_set = training_set(settings, config)
+    loaded = time.perf_counter()
+    trained = fit(data_set, config, {}, None)
+    fitted = time.perf_counter()
+    model = trained.python_model
+    evaluation = evaluate_policies(model, data_set.data, config, source="synthetic")
+    evaluated = time.perf_counter()
+    seconds = {"training_set": loaded - started, "fit": fitted - loaded, "evaluate": evaluated - fitted}
+    summary = data_set.summary
+    notes = [
+        f"synthetic: {summary['campaigns']} campaigns, {summary['train_days']} train and "
+        f"{summary['test_days']} held-out campaign-days, {summary['requests']} requests; click model on "
+        f"{summary['click_model_impressions']} impressions ({summary['click_model_clicks']} clicks)",
+        _latency_line(model, data_set.data),
+    ]
+    return SourceResult(
+        "synthetic", evaluation, model.curve, seconds, click_metrics(model, data_set.data), notes
+    )
 
 
-def policy_factories(
-    train_days: Sequence[AuctionDay], dqn: DQNTrainingResult, prior: LambdaPrior, auction_type: AuctionType
+def _latency_line(model: object, data: object) -> str:
+    """Median and 99th percentile of the served model's `answer` on held-out requests, in process."""
+    from training.bidder import BidderModel, BiddingData
+
+    assert isinstance(model, BidderModel) and isinstance(data, BiddingData)
+    rows = data.requests.filter(pl.col("role") == "test").head(LATENCY_REQUESTS)
+    requests = []
+    for row in rows.iter_rows(named=True):
+        info = data.campaigns[row["campaign_id"]]
+        requests.append(
+            {
+                "campaign_id": row["campaign_id"],
+                "state": {
+                    "budget": info.daily_budget,
+                    "spent": info.daily_budget / 3,
+                    "time_fraction": 0.4,
+                    "recent_win_rate": 0.3,
+                    "recent_cpc": 0.0,
+                    "recent_ctr": 0.0,
+                },
+                "request": {
+                    "hour": row["hour"],
+                    "weekday": row["weekday"],
+                    "exchange": row["exchange"],
+                    "slot": row["slot_id"],
+                    "slot_width": row["slot_width"],
+                    "slot_height": row["slot_height"],
+                    "region": row["region"],
+                    "floor_price": row["floor_price"] / info.to_target,
+                    "known_user": bool(row["known_user"]),
+                },
+            }
+        )
+    if not requests:
+        return "synthetic: no held-out request to time the served model on"
+    model.answer(requests[0])  # the first call makes the booster's single-row handle
+    times = []
+    for request in requests:
+        started = time.perf_counter()
+        model.answer(request)
+        times.append(time.perf_counter() - started)
+    micros = np.asarray(times) * 1e6
+    return (
+        f"synthetic: served answer() in process over {len(requests)} held-out requests: median "
+        f"{np.median(micros):.0f} us, p99 {np.quantile(micros, 0.99):.0f} us"
+    )
+
+
+def ipinyou_policies(
+    train_days: Sequence[AuctionDay], weights: object, config: DQNConfig, prior: LambdaPrior
 ) -> dict[str, PolicyFactory]:
-    """Each bidder, tuned on the train days for the budget fraction it is asked for."""
     reference = reference_bid_value(train_days)
-    n_steps = dqn.config.n_steps
+    n_steps, auction_type = config.n_steps, config.auction_type
     return {
         "constant": lambda f: ConstantBid(tune_constant_bid(train_days, f, auction_type), n_steps),
         "linear": lambda f: LinearBid(tune_linear_base_bid(train_days, f, auction_type), reference, n_steps),
         "fixed_lambda": lambda f: FixedLambda(prior(f), n_steps),
         "pid": lambda f: PIDPacing(prior(f), n_steps=n_steps),
-        "dqn": lambda f: DQNBidPolicy(dqn.weights, prior(f), dqn.config),
+        "dqn": lambda f: DQNBidPolicy(weights, prior(f), config),  # type: ignore[arg-type]
     }
 
 
-@dataclass(frozen=True)
-class SourceResult:
-    source: BenchmarkSource
-    evaluation: BiddingEvaluation
-    dqn: DQNTrainingResult
-    seconds: dict[str, float]
-
-
-def run_source(
-    source: BenchmarkSource, config: DQNConfig, dqn: DQNTrainingResult | None = None
+def run_ipinyou(
+    folder: Path,
+    config_path: Path | None,
+    dqn_overrides: Mapping[str, int],
+    seed: int,
+    quick: bool,
+    auction_type: AuctionType,
 ) -> SourceResult:
-    """Train the DQN on the source's train days (unless one is given) and evaluate every policy."""
+    from training.bidder import FAMILY, dqn_config
+    from training.pipeline import load_family_config
+
+    config = load_family_config(FAMILY, config_path)
+    config = config.model_copy(
+        update={
+            "seed": seed,
+            "evaluation": config.evaluation.model_copy(update={"auction_type": auction_type}),
+        }
+    )
+    agent = replace(dqn_config(config, {}), **dqn_overrides)
+    if quick:
+        agent = replace(agent, validation_every=20, validation_episodes=4)
     started = time.perf_counter()
-    prior = LambdaPrior.fit(source.train_days)
-    if dqn is None:
-        dqn = train_dqn(source.train_days, prior, config)
+    train, test = train_test_days(folder)
+    prior = LambdaPrior.fit(train)
+    result = train_dqn(train, prior, agent)
     trained = time.perf_counter()
-    policies = policy_factories(source.train_days, dqn, prior, config.auction_type)
-    evaluation = evaluate_bidding(source.name, source.test_days, policies, auction_type=config.auction_type)
-    evaluated = time.perf_counter()
-    seconds = {"train_dqn": trained - started, "evaluate": evaluated - trained}
-    return SourceResult(source, evaluation, dqn, seconds)
+    evaluation = evaluate_bidding(
+        "ipinyou",
+        test,
+        ipinyou_policies(train, result.weights, agent, prior),
+        budget_fractions=config.evaluation.budget_fractions,
+        auction_type=auction_type,
+        replay=config.evaluation.replay,
+    )
+    seconds = {"fit": trained - started, "evaluate": time.perf_counter() - trained}
+    notes = [
+        f"ipinyou: {len(train)} train days, {len(test)} test days, "
+        f"{sum(day.n_requests for day in test)} test requests"
+    ]
+    return SourceResult("ipinyou", evaluation, result.curve, seconds, notes=notes)
 
 
 def summary_lines(result: SourceResult) -> list[str]:
-    evaluation = result.evaluation
-    name = result.source.name
+    evaluation, name = result.evaluation, result.name
     lines = [
         f"{name}: mean pct_of_optimum over budgets: "
         + ", ".join(
@@ -161,62 +237,82 @@ def summary_lines(result: SourceResult) -> list[str]:
     ]
     dqn_mean = evaluation.mean_pct_of_optimum("dqn")
     verdict = "met" if dqn_mean >= TARGET_PCT_OF_OPTIMUM else "MISSED"
-    target = f"dqn >= {TARGET_PCT_OF_OPTIMUM:.0f}% of optimum on average"
-    lines.append(f"{name}: target {target}: {dqn_mean:.1f} ({verdict})")
+    lines.append(
+        f"{name}: target dqn >= {TARGET_PCT_OF_OPTIMUM:.0f}% of optimum on average: "
+        f"{dqn_mean:.1f} ({verdict})"
+    )
     for fraction in TIGHTEST_FRACTIONS:
         uplift = evaluation.uplift_pct("dqn", "linear", fraction)
         verdict = "met" if uplift >= TARGET_UPLIFT_OVER_LINEAR_PCT else "MISSED"
-        target = f"dqn >= linear + {TARGET_UPLIFT_OVER_LINEAR_PCT:.0f}% at 1/{round(1 / fraction)}"
-        lines.append(f"{name}: target {target}: {uplift:+.1f}% ({verdict})")
-    dqn, seconds = result.dqn, result.seconds
-    lines.append(
-        f"{name}: dqn validation return {dqn.initial_validation_return:.1f} (untrained) -> "
-        f"{dqn.best_validation_return:.1f} (best), fixed lambda {dqn.curve.fixed_lambda_return:.1f}; "
-        f"train {seconds['train_dqn']:.0f} s, evaluate {seconds['evaluate']:.0f} s"
-    )
-    if result.source.click_model_metrics:
-        m = result.source.click_model_metrics
         lines.append(
-            f"{name}: click model on test days: AUC {m['auc']:.3f}, log loss {m['log_loss']:.4f}, "
-            f"ECE {m['ece']:.5f} (true model: AUC {m['true_model_auc']:.3f}, "
-            f"log loss {m['true_model_log_loss']:.4f}, ECE {m['true_model_ece']:.5f})"
+            f"{name}: target dqn >= linear + {TARGET_UPLIFT_OVER_LINEAR_PCT:.0f}% at "
+            f"1/{round(1 / fraction)}: {uplift:+.1f}% ({verdict})"
         )
-    return lines
+    curve = result.curve
+    lines.append(
+        f"{name}: dqn validation return {curve.validation_returns[0]:.1f} (untrained) -> "
+        f"{max(curve.validation_returns):.1f} (best), fixed lambda {curve.fixed_lambda_return:.1f}; "
+        + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
+    )
+    for model, metrics in result.click_metrics.items():
+        auc = f"AUC {metrics['auc']:.3f}, " if "auc" in metrics else ""
+        lines.append(
+            f"{name}: {model.replace('_', ' ')} on held-out won impressions: {auc}log loss "
+            f"{metrics['log_loss']:.4f}, ECE {metrics['ece']:.5f}"
+        )
+    return lines + result.notes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated: synthetic, ipinyou")
+    parser.add_argument("--data-dir", type=Path, help="the simulator's data folder (default: the platform's)")
     parser.add_argument("--ipinyou-dir", type=Path, default=DEFAULT_IPINYOU_DIR)
-    parser.add_argument("--episodes", type=int, default=DQNConfig().episodes, help="DQN training episodes")
+    parser.add_argument("--config", type=Path, help="bidder config (default: configs/bidder.yaml)")
+    parser.add_argument("--episodes", type=int, default=FULL_EPISODES, help="DQN training episodes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--validation-holdout-days",
+        type=int,
+        help="training days the DQN only validates on (default: the config's dqn.validation_holdout_days)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke run, not a result")
     parser.add_argument("--first-price", action="store_true", help="first-price auctions instead of second")
     parser.add_argument("--json", type=Path, help="write the table rows as JSON to this file")
     parser.add_argument("--figures", type=Path, help="save pacing and learning-curve PNGs in this folder")
     args = parser.parse_args(argv)
 
+    sources = [name.strip() for name in args.sources.split(",") if name.strip()]
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        print(f"error: --sources: unknown {unknown} (known: {', '.join(SOURCES)})", file=sys.stderr)
+        return 2
     auction_type = AuctionType.FIRST_PRICE if args.first_price else AuctionType.SECOND_PRICE
-    config = DQNConfig(episodes=args.episodes, seed=args.seed, auction_type=auction_type)
-    market = SyntheticMarket()
-    if args.quick:
-        config = replace(config, episodes=40, validation_every=20, validation_episodes=4)
-        market = replace(market, requests_per_day=1500)
-
-    sources: list[BenchmarkSource] = []
-    if (args.ipinyou_dir / "train.log.txt").exists() and (args.ipinyou_dir / "test.log.txt").exists():
-        sources.append(ipinyou_source(args.ipinyou_dir))
-    else:
-        print(f"iPinYou logs not found in {args.ipinyou_dir}: skipping the semi-real source", file=sys.stderr)
-    sources.extend(synthetic_sources(market, args.seed))
-
+    episodes = 40 if args.quick else args.episodes
+    overrides = {"episodes": episodes}
+    if args.validation_holdout_days is not None:
+        overrides["validation_holdout_days"] = args.validation_holdout_days
     results: list[SourceResult] = []
-    for source in sources:
-        # synthetic_model reuses the agent trained on the same market's days (see the module docstring)
-        reused = next((r.dqn for r in results if r.source.name == "synthetic"), None)
-        reused = reused if source.name == "synthetic_model" else None
-        action = "reusing the synthetic DQN" if reused else f"training the DQN ({config.episodes} episodes)"
-        print(f"{source.name}: {action} ...", file=sys.stderr, flush=True)
-        results.append(run_source(source, config, reused))
+    for name in sources:
+        if name == "ipinyou" and not (
+            (args.ipinyou_dir / "train.log.txt").exists() and (args.ipinyou_dir / "test.log.txt").exists()
+        ):
+            print(
+                f"iPinYou logs not found in {args.ipinyou_dir}: skipping the semi-real source",
+                file=sys.stderr,
+            )
+            continue
+        print(
+            f"{name}: training the DQN ({episodes} episodes) and evaluating ...", file=sys.stderr, flush=True
+        )
+        if name == "synthetic":
+            results.append(
+                run_synthetic(args.data_dir, args.config, overrides, args.seed, args.quick, auction_type)
+            )
+        else:
+            results.append(
+                run_ipinyou(args.ipinyou_dir, args.config, overrides, args.seed, args.quick, auction_type)
+            )
 
     rows = [row for result in results for row in result.evaluation.rows]
     print(format_table(rows))
@@ -230,9 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
         for result in results:
-            name = result.source.name
-            pacing_figure(result.evaluation, 1 / 8, day_index=-1).savefig(args.figures / f"{name}_pacing.png")
-            learning_curve_figure(result.dqn.curve).savefig(args.figures / f"{name}_learning_curve.png")
+            pacing_figure(result.evaluation, 1 / 8, day_index=-1).savefig(
+                args.figures / f"{result.name}_pacing.png"
+            )
+            learning_curve_figure(result.curve).savefig(args.figures / f"{result.name}_learning_curve.png")
     return 0
 
 

@@ -58,7 +58,13 @@ def resolve_auctions(
     remaining = remaining_budget - float(cost[:first].sum())
     tail_bids = bids[first:].tolist()
     tail_prices = price_to_beat[first:].tolist()
+    # once what is left cannot beat any later price, no later auction can be won: stop there
+    later_min_price = np.minimum.accumulate(price_to_beat[first:][::-1])[::-1].tolist()
+    won[first:] = False
+    cost[first:] = 0.0
     for offset, (bid, price) in enumerate(zip(tail_bids, tail_prices, strict=True)):
+        if remaining <= later_min_price[offset]:
+            break
         guarded = guard_bid(bid, remaining)
         paid = auction_cost(guarded, price, auction_type)
         won[first + offset] = guarded > price

@@ -144,6 +144,43 @@ def static_bid_value(
     return float(day.bid_value[won].sum()), float(cost.sum())
 
 
+def static_bid_values(
+    day: AuctionDay, bids: np.ndarray, budget: float, auction_type: AuctionType
+) -> np.ndarray:
+    """`static_bid_value`'s value for each row of `bids` (levels x requests) at once.
+
+    As `auction.resolve_auctions`, row by row: vectorised up to the auction where the guard first
+    cuts a row's bid, then auction by auction for the rows the guard cut, all rows together, until
+    no row has enough left to beat any later price.
+    """
+    prices, bid_value = day.price_to_beat, day.bid_value
+    second_price = auction_type is AuctionType.SECOND_PRICE
+    bids = np.minimum(np.where(np.asarray(bids, dtype=np.float64) > 0, bids, 0.0), max(budget, 0.0))
+    won = bids > prices
+    cost = np.where(won, prices if second_price else bids, 0.0)
+    binds = bids > budget - (np.cumsum(cost, axis=1) - cost)
+    values = (won * bid_value).sum(axis=1)
+    rows = np.flatnonzero(binds.any(axis=1))
+    if not len(rows):
+        return values
+    first = binds[rows].argmax(axis=1)
+    before = np.arange(day.n_requests) < first[:, None]
+    remaining = budget - (cost[rows] * before).sum(axis=1)
+    cut_values = (won[rows] * bid_value * before).sum(axis=1)
+    later_min_price = np.minimum.accumulate(prices[::-1])[::-1]
+    for index in range(int(first.min()), day.n_requests):
+        if np.all(remaining <= later_min_price[index]):
+            break
+        level_bids = bids[rows, index]
+        active = (index >= first) & (level_bids > 0) & (remaining > 0)
+        guarded = np.where(active, np.minimum(level_bids, remaining), 0.0)
+        row_won = guarded > prices[index]
+        remaining -= np.where(row_won, prices[index] if second_price else guarded, 0.0)
+        cut_values += row_won * bid_value[index]
+    values[rows] = cut_values
+    return values
+
+
 def _best_level(
     days: Sequence[AuctionDay],
     budget_fraction: float,
@@ -153,16 +190,19 @@ def _best_level(
     totals = np.zeros(len(bids_for_level[0]) if bids_for_level else 0)
     for day, level_bids in zip(days, bids_for_level, strict=True):
         budget = budget_for(day, budget_fraction)
-        totals += [static_bid_value(day, bids, budget, auction_type)[0] for bids in level_bids]
+        totals += static_bid_values(day, np.stack(level_bids), budget, auction_type)
     return int(np.argmax(totals))
 
 
 def tune_constant_bid(
-    days: Sequence[AuctionDay], budget_fraction: float, auction_type: AuctionType = AuctionType.SECOND_PRICE
+    days: Sequence[AuctionDay],
+    budget_fraction: float,
+    auction_type: AuctionType = AuctionType.SECOND_PRICE,
+    grid_size: int = TUNING_GRID_SIZE,
 ) -> float:
     """The constant bid that earned the most over the training days at this budget fraction."""
     prices = np.concatenate([day.price_to_beat for day in days])
-    levels = np.unique(np.quantile(prices, np.linspace(0.01, 1.0, TUNING_GRID_SIZE))) * 1.0001
+    levels = np.unique(np.quantile(prices, np.linspace(0.01, 1.0, grid_size))) * 1.0001
     bids = [[np.full(day.n_requests, level) for level in levels] for day in days]
     return float(levels[_best_level(days, budget_fraction, bids, auction_type)])
 
@@ -173,14 +213,15 @@ def reference_bid_value(days: Sequence[AuctionDay]) -> float:
 
 
 def tune_linear_base_bid(
-    days: Sequence[AuctionDay], budget_fraction: float, auction_type: AuctionType = AuctionType.SECOND_PRICE
+    days: Sequence[AuctionDay],
+    budget_fraction: float,
+    auction_type: AuctionType = AuctionType.SECOND_PRICE,
+    grid_size: int = TUNING_GRID_SIZE,
 ) -> float:
     """The base bid of linear bidding that earned the most over the training days at this fraction."""
     reference = reference_bid_value(days)
     prices = np.concatenate([day.price_to_beat for day in days])
     # base bids from a tenth of the cheapest to ten times the dearest typical price
-    levels = np.geomspace(
-        np.quantile(prices, 0.01) / 10, np.quantile(prices, 0.99) * 10, TUNING_GRID_SIZE * 2
-    )
+    levels = np.geomspace(np.quantile(prices, 0.01) / 10, np.quantile(prices, 0.99) * 10, grid_size * 2)
     bids = [[day.bid_value / reference * level for level in levels] for day in days]
     return float(levels[_best_level(days, budget_fraction, bids, auction_type)])

@@ -1,8 +1,9 @@
 """The click (or conversion) model: LightGBM on auction-log features, calibrated on a held-out split.
 
 Features are what is known when the bid request arrives: the market-local hour and weekday, the ad
-exchange, slot id and size, region and floor price. Never the market price: in a second-price
-auction it is only revealed after winning. Categorical columns keep the categories seen in
+exchange, slot id and size, region and floor price, plus any `extra_numeric` context columns the
+caller adds (campaign and market statistics from the feature store, say). Never the market price:
+in a second-price auction it is only revealed after winning. Categorical columns keep the categories seen in
 training; unseen values become missing, which LightGBM routes like rare ones.
 
 Training uses the won impressions only (clicks exist only for them). The rows are split in time:
@@ -29,12 +30,19 @@ NUMERIC_FEATURES = ("hour", "weekday", "slot_width", "slot_height", "floor_price
 PROBABILITY_FLOOR = 1e-6
 
 
-def auction_features(auctions: pl.DataFrame, timezone: str) -> pl.DataFrame:
-    """The model's input columns from an auctions frame (request_ts in UTC)."""
-    local_ts = pl.col("request_ts").dt.convert_time_zone(timezone)
+def auction_features(
+    auctions: pl.DataFrame, timezone: str | None, extra_numeric: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """The model's input columns from an auctions frame (request_ts in UTC). Without a time zone (a
+    frame of several markets) the frame brings its own market-local `hour` and `weekday` columns."""
+    if timezone is None:
+        hour, weekday = pl.col("hour"), pl.col("weekday")
+    else:
+        local_ts = pl.col("request_ts").dt.convert_time_zone(timezone)
+        hour, weekday = local_ts.dt.hour(), local_ts.dt.weekday()
     return auctions.select(
-        local_ts.dt.hour().cast(pl.Int64).alias("hour"),
-        local_ts.dt.weekday().cast(pl.Int64).alias("weekday"),
+        hour.cast(pl.Int64).alias("hour"),
+        weekday.cast(pl.Int64).alias("weekday"),
         pl.col("exchange").cast(pl.String),
         pl.col("slot_id").cast(pl.String),
         pl.format("{}x{}", "slot_width", "slot_height").alias("slot_size"),
@@ -42,6 +50,7 @@ def auction_features(auctions: pl.DataFrame, timezone: str) -> pl.DataFrame:
         pl.col("slot_width").cast(pl.Int64),
         pl.col("slot_height").cast(pl.Int64),
         pl.col("floor_price").cast(pl.Float64),
+        *(pl.col(column).cast(pl.Float64) for column in extra_numeric),
     )
 
 
@@ -55,15 +64,24 @@ class ClickModelConfig:
     reg_lambda: float = 1.0
     calibration: Literal["isotonic", "platt"] = "isotonic"
     calibration_fraction: float = 0.2
+    # a subset of CATEGORICAL_FEATURES: ids with hundreds of values (slot, region) and few clicks each
+    # are what trees overfit first
+    categorical_features: tuple[str, ...] = CATEGORICAL_FEATURES
     seed: int = 0
 
 
 class ClickModel:
     """fit on an auctions frame with a 0/1 label, predict calibrated probabilities."""
 
-    def __init__(self, timezone: str, config: ClickModelConfig | None = None) -> None:
+    def __init__(
+        self,
+        timezone: str | None,
+        config: ClickModelConfig | None = None,
+        extra_numeric: tuple[str, ...] = (),
+    ) -> None:
         self.timezone = timezone
         self.config = config or ClickModelConfig()
+        self.extra_numeric = tuple(extra_numeric)
         self._booster: lightgbm.LGBMClassifier | None = None
         self._categories: dict[str, list[str]] = {}
         self._isotonic: IsotonicRegression | None = None
@@ -74,13 +92,13 @@ class ClickModel:
         won = auctions.filter(pl.col("won")).sort("request_ts")
         if won.height < 10:
             raise ValueError(f"{won.height} won impressions: too few to fit a click model")
-        features = auction_features(won, self.timezone)
+        features = auction_features(won, self.timezone, self.extra_numeric)
         labels = won[label].cast(pl.Int64).to_numpy()
         if labels.min() == labels.max():
             raise ValueError(f"label {label!r} has a single value: nothing to learn")
         self._categories = {
             column: sorted(features[column].drop_nulls().unique().to_list())
-            for column in CATEGORICAL_FEATURES
+            for column in self.categorical_features
         }
         split = int(won.height * (1 - self.config.calibration_fraction))
         table = self._pandas(features)
@@ -95,7 +113,9 @@ class ClickModel:
             n_jobs=1,
             verbose=-1,
         )
-        self._booster.fit(table.iloc[:split], labels[:split], categorical_feature=list(CATEGORICAL_FEATURES))
+        self._booster.fit(
+            table.iloc[:split], labels[:split], categorical_feature=list(self.categorical_features)
+        )
         raw = self._raw(table.iloc[split:])
         held_out = labels[split:]
         if config.calibration == "isotonic":
@@ -106,28 +126,67 @@ class ClickModel:
 
     def predict(self, auctions: pl.DataFrame) -> np.ndarray:
         """Calibrated probabilities, one per row of `auctions`."""
-        raw = self.predict_uncalibrated(auctions)
+        # isotonic steps can reach 0; the floor keeps a bid from being exactly 0 for what merely ranks low
+        return self.calibrate(self.predict_uncalibrated(auctions))
+
+    def predict_uncalibrated(self, auctions: pl.DataFrame) -> np.ndarray:
+        if self._booster is None:
+            raise RuntimeError("fit the click model first")
+        return self._raw(self._pandas(auction_features(auctions, self.timezone, self.extra_numeric)))
+
+    def _raw(self, table: pd.DataFrame) -> np.ndarray:
+        assert self._booster is not None
+        return self._booster.predict_proba(table)[:, 1]
+
+    @property
+    def categorical_features(self) -> tuple[str, ...]:
+        unknown = set(self.config.categorical_features) - set(CATEGORICAL_FEATURES)
+        if unknown:
+            raise ValueError(
+                f"categorical_features: unknown {sorted(unknown)} (known: {CATEGORICAL_FEATURES})"
+            )
+        return tuple(self.config.categorical_features)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The booster's columns in order: numeric, extra numeric, then categorical."""
+        return (*NUMERIC_FEATURES, *self.extra_numeric, *self.categorical_features)
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        """Categories seen in training per categorical column; a value's index is its code."""
+        return {column: list(values) for column, values in self._categories.items()}
+
+    @property
+    def booster(self) -> lightgbm.Booster:
+        if self._booster is None:
+            raise RuntimeError("fit the click model first")
+        return self._booster.booster_
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """The calibration map on raw booster probabilities, with the probability floor."""
         if self._isotonic is not None:
             calibrated = self._isotonic.predict(raw)
         elif self._platt is not None:
             calibrated = self._platt.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
         else:
             raise RuntimeError("fit the click model first")
-        # isotonic steps can reach 0; a bid of exactly 0 would never buy what the model merely ranks low
         return np.clip(calibrated, PROBABILITY_FLOOR, 1.0)
 
-    def predict_uncalibrated(self, auctions: pl.DataFrame) -> np.ndarray:
-        if self._booster is None:
-            raise RuntimeError("fit the click model first")
-        return self._raw(self._pandas(auction_features(auctions, self.timezone)))
-
-    def _raw(self, table: pd.DataFrame) -> np.ndarray:
-        assert self._booster is not None
-        return self._booster.predict_proba(table)[:, 1]
+    @property
+    def calibration_map(self) -> tuple[str, np.ndarray, np.ndarray]:
+        """(kind, x, y) of the fitted map: isotonic knots, or Platt's (coefficient, intercept)."""
+        if self._isotonic is not None:
+            return "isotonic", self._isotonic.X_thresholds_.copy(), self._isotonic.y_thresholds_.copy()
+        if self._platt is not None:
+            return "platt", self._platt.coef_.ravel().copy(), self._platt.intercept_.copy()
+        raise RuntimeError("fit the click model first")
 
     def _pandas(self, features: pl.DataFrame) -> pd.DataFrame:
-        table = features.select(*NUMERIC_FEATURES, *CATEGORICAL_FEATURES).to_pandas()
-        for column in CATEGORICAL_FEATURES:
+        table = features.select(
+            *NUMERIC_FEATURES, *self.extra_numeric, *self.categorical_features
+        ).to_pandas()
+        for column in self.categorical_features:
             table[column] = pd.Categorical(table[column], categories=self._categories[column])
         return table
 

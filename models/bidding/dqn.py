@@ -17,7 +17,7 @@ mapped over workers later (Ray) without changing it. `train_dqn` runs them in a 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,10 +27,22 @@ from torch import nn
 from models.bidding.auction import AuctionType
 from models.bidding.baselines import FixedLambda, LambdaPrior
 from models.bidding.days import AuctionDay
-from models.bidding.environment import DRLB_LAMBDA_FACTORS, AuctionEnv, adjusted_lambda
+from models.bidding.environment import (
+    DRLB_LAMBDA_FACTORS,
+    ActionMode,
+    AuctionEnv,
+    action_lambda,
+    observation_for,
+)
 from models.bidding.episodes import DayPerturbation, EpisodeSpec, sample_episode
 from models.bidding.learning_curve import LearningCurve
-from models.bidding.policy import DEFAULT_STEPS, OBSERVATION_SIZE, BidPolicy, CampaignState, observe
+from models.bidding.policy import (
+    DEFAULT_STEPS,
+    OBSERVATION_SIZE,
+    PACING_OBSERVATION_SIZE,
+    BidPolicy,
+    CampaignState,
+)
 from models.bidding.replay import replay_steps
 
 NetworkWeights = dict[str, torch.Tensor]
@@ -57,6 +69,10 @@ class DQNConfig:
     validation_holdout_days: int = 0
     n_steps: int = DEFAULT_STEPS
     lambda_factors: tuple[float, ...] = DRLB_LAMBDA_FACTORS
+    # relative: DRLB's adjustments of the current lambda; absolute: factors on the starting lambda,
+    # decided from the pacing observation only (see models.bidding.environment)
+    action_mode: ActionMode = "relative"
+    pacing_gain: float = 0.0  # absolute mode: the proportional pacing term under the factors
     auction_type: AuctionType = AuctionType.SECOND_PRICE
     perturbation: DayPerturbation = field(default_factory=DayPerturbation)
     seed: int = 0
@@ -67,10 +83,10 @@ class QNetwork(nn.Module):
     the optimum is still reachable) dwarfs the differences between lambda factors; learning the two
     apart keeps those small differences from drowning in the value's error."""
 
-    def __init__(self, n_actions: int, hidden_size: int) -> None:
+    def __init__(self, n_actions: int, hidden_size: int, observation_size: int = OBSERVATION_SIZE) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Linear(OBSERVATION_SIZE, hidden_size),
+            nn.Linear(observation_size, hidden_size),
             nn.ReLU(),
             nn.Linear(hidden_size, hidden_size),
             nn.ReLU(),
@@ -84,6 +100,11 @@ class QNetwork(nn.Module):
         return self.state_value(hidden) + advantage - advantage.mean(dim=1, keepdim=True)
 
 
+def _as_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A weight as numpy: torch tensors (training) and plain arrays (a served model's export) alike."""
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
 class GreedyActor:
     """The network's greedy action in plain numpy: per-step decisions cost microseconds, not a torch call.
     The greedy action is the advantage head's argmax (the state value shifts every action alike)."""
@@ -91,7 +112,7 @@ class GreedyActor:
     def __init__(self, weights: NetworkWeights) -> None:
         # nn.Sequential names its linear layers body.0 and body.2
         self.layers = [
-            (weights[f"{name}.weight"].numpy().T.copy(), weights[f"{name}.bias"].numpy().copy())
+            (_as_array(weights[f"{name}.weight"]).T.copy(), _as_array(weights[f"{name}.bias"]).copy())
             for name in ("body.0", "body.2", "advantage")
         ]
 
@@ -104,8 +125,12 @@ class GreedyActor:
         return int(np.argmax(hidden))
 
 
+def observation_size(config: DQNConfig) -> int:
+    return PACING_OBSERVATION_SIZE if config.action_mode == "absolute" else OBSERVATION_SIZE
+
+
 def build_network(config: DQNConfig, weights: NetworkWeights | None = None) -> QNetwork:
-    network = QNetwork(len(config.lambda_factors), config.hidden_size)
+    network = QNetwork(len(config.lambda_factors), config.hidden_size, observation_size(config))
     if weights is not None:
         network.load_state_dict(weights)
     network.eval()
@@ -129,7 +154,14 @@ def collect_episode(
     """One epsilon-greedy episode (random actions without weights). Pure: same inputs, same output."""
     rng = np.random.default_rng(seed)
     actor = GreedyActor(weights) if weights is not None else None
-    env = AuctionEnv(lambda _: episode, config.n_steps, config.lambda_factors, config.auction_type)
+    env = AuctionEnv(
+        lambda _: episode,
+        config.n_steps,
+        config.lambda_factors,
+        config.auction_type,
+        config.action_mode,
+        config.pacing_gain,
+    )
     observation, _ = env.reset(seed=seed, options={"episode": episode})
     observations, actions, rewards = [observation], [], []
     terminated = False
@@ -167,10 +199,10 @@ def fixed_lambda_return(episodes: Sequence[EpisodeSpec], config: DQNConfig) -> f
 class ReplayBuffer:
     """n-step transitions in preallocated arrays, overwritten oldest first."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, observation_size: int = OBSERVATION_SIZE) -> None:
         self.capacity = capacity
-        self.observations = np.zeros((capacity, OBSERVATION_SIZE), dtype=np.float32)
-        self.next_observations = np.zeros((capacity, OBSERVATION_SIZE), dtype=np.float32)
+        self.observations = np.zeros((capacity, observation_size), dtype=np.float32)
+        self.next_observations = np.zeros((capacity, observation_size), dtype=np.float32)
         self.actions = np.zeros(capacity, dtype=np.int64)
         self.returns = np.zeros(capacity, dtype=np.float32)
         self.bootstrap_discounts = np.zeros(capacity, dtype=np.float32)  # 0 where the episode ended
@@ -232,18 +264,33 @@ def _epsilon(episode: int, config: DQNConfig) -> float:
     return config.epsilon_start + (config.epsilon_end - config.epsilon_start) * progress
 
 
-def train_dqn(train_days: Sequence[AuctionDay], prior: LambdaPrior, config: DQNConfig) -> DQNTrainingResult:
-    """Train on generated episodes from the training days; keep the weights with the best validation."""
+ValidationCallback = Callable[[int, float], None]  # (episodes trained, greedy validation return)
+
+
+def train_dqn(
+    train_days: Sequence[AuctionDay],
+    prior: LambdaPrior,
+    config: DQNConfig,
+    on_validation: ValidationCallback | None = None,
+) -> DQNTrainingResult:
+    """Train on generated episodes from the training days; keep the weights with the best validation.
+    `on_validation` hears every validation return as it is measured (tuning prunes on it; it may
+    raise to stop the training)."""
     # a network this small gains nothing from intra-op threads, and on shared cores they cost 100x
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(train_days, prior, config)
+        return _train(train_days, prior, config, on_validation)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(train_days: Sequence[AuctionDay], prior: LambdaPrior, config: DQNConfig) -> DQNTrainingResult:
+def _train(
+    train_days: Sequence[AuctionDay],
+    prior: LambdaPrior,
+    config: DQNConfig,
+    on_validation: ValidationCallback | None,
+) -> DQNTrainingResult:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     episode_days, validation_days = split_validation_days(train_days, config.validation_holdout_days)
@@ -255,7 +302,7 @@ def _train(train_days: Sequence[AuctionDay], prior: LambdaPrior, config: DQNConf
     online = build_network(config)
     target = copy.deepcopy(online)
     optimizer = torch.optim.Adam(online.parameters(), lr=config.learning_rate)
-    buffer = ReplayBuffer(config.buffer_size)
+    buffer = ReplayBuffer(config.buffer_size, observation_size(config))
 
     def snapshot() -> NetworkWeights:
         return {name: tensor.detach().clone() for name, tensor in online.state_dict().items()}
@@ -286,6 +333,8 @@ def _train(train_days: Sequence[AuctionDay], prior: LambdaPrior, config: DQNConf
             validation_returns.append(validation_return)
             if validation_return > best_return:
                 best_return, best_weights = validation_return, snapshot()
+            if on_validation is not None:
+                on_validation(episode_index + 1, validation_return)
     curve = LearningCurve(
         training_returns=tuple(training_returns),
         validation_episodes=tuple(validation_at),
@@ -319,7 +368,10 @@ class DQNBidPolicy(BidPolicy):
         super().__init__(initial_lambda=initial_lambda, n_steps=config.n_steps)
         self.actor = GreedyActor(weights)
         self.lambda_factors = config.lambda_factors
+        self.action_mode = config.action_mode
+        self.pacing_gain = config.pacing_gain
 
     def next_lambda(self, state: CampaignState) -> tuple[float, tuple[float, ...]]:
-        action = self.actor(observe(state))
-        return adjusted_lambda(state, self.lambda_factors[action]), state.controller_memory
+        action = self.actor(observation_for(state, self.action_mode))
+        factor = self.lambda_factors[action]
+        return action_lambda(state, factor, self.action_mode, self.pacing_gain), state.controller_memory

@@ -115,6 +115,31 @@ def observe(state: CampaignState) -> np.ndarray:
     return np.clip(features, OBSERVATION_LOW, OBSERVATION_HIGH)
 
 
+# The pacing observation: only what a server keeps per campaign (budget, spent, time of day, recent
+# win rate), so a policy deciding from it can answer one request from the served state alone.
+PACING_OBSERVATION_SIZE = 4
+PACING_OBSERVATION_LOW = np.array([0, 0, 0, 0], dtype=np.float32)
+PACING_OBSERVATION_HIGH = np.array([1, 1, 10, 1], dtype=np.float32)
+
+
+def pacing_features(time_left: float, budget_left: float, recent_win_rate: float) -> np.ndarray:
+    """time left and budget left (fractions of the day and budget), budget left over time left (above
+    1: behind the linear pace) and the recent win rate."""
+    budget_pace = budget_left / time_left if time_left > 0 else 0.0
+    features = np.array([time_left, budget_left, budget_pace, recent_win_rate], dtype=np.float32)
+    return np.clip(features, PACING_OBSERVATION_LOW, PACING_OBSERVATION_HIGH)
+
+
+def observe_pacing(state: CampaignState) -> np.ndarray:
+    """`pacing_features` at the start of `state.step`; the recent win rate is the last step's."""
+    last = state.last_step
+    return pacing_features(
+        1.0 - state.step / state.n_steps,
+        state.remaining_budget / state.budget if state.budget > 0 else 0.0,
+        last.wins / last.requests if last.requests else 0.0,
+    )
+
+
 class BidPolicy(ABC):
     """A bidder for one campaign-day: `start`, then `bid` and `update` per request."""
 

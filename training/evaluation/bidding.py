@@ -1,7 +1,8 @@
 """Evaluation of bidders on held-out days, against each other and the hindsight optimum.
 
 Protocol: every policy is replayed request by request through the server's interface
-(`BidPolicy.bid` / `update`, `models.bidding.replay.replay_requests`) on each held-out day at budgets
+(`BidPolicy.bid` / `update`, `models.bidding.replay.replay_requests`; or, faster and with the same
+result, step by step with `replay="steps"`) on each held-out day at budgets
 of 1/2, 1/4, 1/8 and 1/16 of that day's unconstrained spend: the spend of a constant bid above every
 price of the day, which wins every auction and pays each one's price to beat, max(market price,
 floor) (`models.bidding.days.unconstrained_spend`). Policies are built per budget fraction by
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -31,7 +33,7 @@ from models.bidding.days import AuctionDay, budget_for
 from models.bidding.hindsight import hindsight_optimum
 from models.bidding.learning_curve import LearningCurve
 from models.bidding.policy import BidPolicy
-from models.bidding.replay import DayRun, replay_requests
+from models.bidding.replay import DayRun, replay_requests, replay_steps
 
 BUDGET_FRACTIONS: tuple[float, ...] = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
 OPTIMUM_POLICY = "hindsight_optimum"
@@ -50,6 +52,8 @@ ROW_KEYS = (
 
 # a budget fraction -> the policy to run at that budget
 PolicyFactory = Callable[[float], BidPolicy]
+# (budget fraction, group of the day: its campaign, say) -> the policy to run on that group's days
+GroupPolicyFactory = Callable[[float, str], BidPolicy]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,11 +157,23 @@ class BiddingEvaluation:
 def evaluate_bidding(
     source: str,
     test_days: Sequence[AuctionDay],
-    policies: Mapping[str, PolicyFactory],
+    policies: Mapping[str, PolicyFactory] | Mapping[str, GroupPolicyFactory],
     budget_fractions: Sequence[float] = BUDGET_FRACTIONS,
     auction_type: AuctionType = AuctionType.SECOND_PRICE,
+    day_groups: Sequence[str] | None = None,
+    replay: Literal["requests", "steps"] = "requests",
 ) -> BiddingEvaluation:
-    """Every policy on every held-out day at every budget fraction, plus the hindsight optimum."""
+    """Every policy on every held-out day at every budget fraction, plus the hindsight optimum.
+
+    With `day_groups` (one label per test day, e.g. its campaign), each factory is called with
+    (fraction, group) and its policy runs on that group's days: policies tuned per campaign, summed
+    into one row per (fraction, policy) like the days of a single source.
+
+    `replay="steps"` resolves each time step's auctions at once (`replay_steps`): the same result
+    for every policy here (tests/models/test_bidding.py holds the two equal), many times faster.
+    """
+    if day_groups is not None and len(day_groups) != len(test_days):
+        raise ValueError(f"day_groups has {len(day_groups)} labels for {len(test_days)} test days")
     rows: list[BiddingRow] = []
     runs: dict[tuple[float, str], tuple[DayRun, ...]] = {}
     for fraction in budget_fractions:
@@ -165,10 +181,15 @@ def evaluate_bidding(
         optima = [hindsight_optimum(day, budget) for day, budget in zip(test_days, budgets, strict=True)]
         optimum_value = sum(optimum.lp_value for optimum in optima)
         for name, make_policy in policies.items():
-            policy = make_policy(fraction)
+            if day_groups is None:
+                day_policies = [make_policy(fraction)] * len(test_days)  # type: ignore[call-arg]
+            else:
+                by_group = {group: make_policy(fraction, group) for group in dict.fromkeys(day_groups)}  # type: ignore[call-arg]
+                day_policies = [by_group[group] for group in day_groups]
+            replay_day = replay_requests if replay == "requests" else replay_steps
             day_runs = tuple(
-                replay_requests(policy, day, budget, auction_type)
-                for day, budget in zip(test_days, budgets, strict=True)
+                replay_day(policy, day, budget, auction_type)
+                for policy, day, budget in zip(day_policies, test_days, budgets, strict=True)
             )
             runs[(fraction, name)] = day_runs
             rows.append(_row(source, fraction, name, day_runs, optimum_value))
