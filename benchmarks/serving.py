@@ -1,0 +1,332 @@
+"""Latency of the serving endpoints against Ray Serve's own floor (a bare echo deployment).
+
+An async load generator (httpx) sends real requests to POST /recommend, /forecast, /bid and to the
+bare echo application at several concurrency levels, each level bounded by a request count and a
+time limit, loopback only (any other target is refused). It prints p50/p95/p99 latency and
+requests per second per endpoint and level, the ratios against echo at the same concurrency, and
+the issue's targets (/recommend p99 <= 1.5x echo, /bid p99 <= 1.2x echo, rps >= 0.7x echo) as met
+or missed. `--json PATH` writes one object per endpoint and level with the keys endpoint,
+concurrency, requests, errors, p50_ms, p95_ms, p99_ms, rps, rss_mb (resident memory of all the
+serving processes after the run, MB).
+
+By default it starts configs/serving.yaml itself on a free loopback port, for the data folder of
+the platform settings (or --data-dir), serving whatever holds `champion` there. The /recommend
+target needs a catalogue of at least 10,000 products: the default marketplace has 1,000 per unit
+of scale, so make a data folder at scale 10 first, e.g.
+
+    tradewind --data-dir /tmp/tw-bench demo --scale 10
+    tradewind --data-dir /tmp/tw-bench benchmark serving --json serving.json
+
+(or `--prepare-scale 10`, which runs that demo into --data-dir before measuring). A smaller
+catalogue is measured and reported as such. `--url http://127.0.0.1:8000` measures a server
+already running (`tradewind serve`) instead. /bid requests reserve budget in the data folder's
+pacing state like any bid; the budget running out does not stop them (a spent campaign bids 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import random
+import re
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+ENDPOINTS = ("echo", "recommend", "forecast", "bid")
+PATHS = {"echo": "/echo", "recommend": "/recommend", "forecast": "/forecast", "bid": "/bid"}
+P99_TARGETS = {"recommend": 1.5, "bid": 1.2}
+RPS_TARGET = 0.7
+MIN_CATALOGUE = 10_000
+
+
+@dataclass
+class Row:
+    endpoint: str
+    concurrency: int
+    requests: int
+    errors: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    rps: float
+    rss_mb: float = 0.0
+
+
+def loopback_only(url: str) -> None:
+    """Refuse any target that is not this machine's loopback interface."""
+    host = urlparse(url).hostname
+    if not host:
+        raise ValueError(f"--url: no host in {url!r}")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as error:
+        raise ValueError(f"--url: cannot resolve {host!r}: {error}") from None
+    outside = [address for address in addresses if not ipaddress.ip_address(address).is_loopback]
+    if outside:
+        raise ValueError(f"--url: {host!r} resolves to {', '.join(sorted(outside))}: only loopback targets")
+
+
+async def measure(
+    url: str, path: str, bodies: Callable[[], dict[str, Any]], concurrency: int, requests: int, seconds: float
+) -> Row:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal errors, sent
+            while sent < requests and time.perf_counter() < deadline:
+                sent += 1
+                body = bodies()
+                started = time.perf_counter()
+                try:
+                    response = await client.post(path, json=body)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    values = np.array(latencies) * 1000.0
+    p50, p95, p99 = (float(np.percentile(values, q)) for q in (50, 95, 99)) if len(values) else (0.0,) * 3
+    return Row(path.strip("/"), concurrency, len(latencies), errors, p50, p95, p99, len(latencies) / wall)
+
+
+def serving_rss_mb() -> tuple[float, dict[str, float]]:
+    """Resident memory of Ray Serve's processes (replicas, proxy, controller), total and by title."""
+    import psutil
+
+    by_title: dict[str, float] = {}
+    for process in psutil.process_iter(["cmdline", "memory_info"]):
+        try:
+            title = " ".join(process.info["cmdline"] or [])
+            memory = process.info["memory_info"]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if memory is None or not title.startswith("ray::"):
+            continue
+        if not any(kind in title for kind in ("ServeReplica", "ProxyActor", "ServeController")):
+            continue
+        name = title.split()[0]
+        by_title[name] = by_title.get(name, 0.0) + memory.rss / 2**20
+    return sum(by_title.values()), by_title
+
+
+def request_makers(settings: Any, url: str, seed: int = 0) -> dict[str, Callable[[], dict[str, Any]]]:
+    """Request bodies: /recommend for real users of the data folder in their home market; /forecast
+    and /bid vary the example request each champion answered before it was swapped in (GET /models),
+    so every request is one the served model knows how to answer."""
+    import httpx
+
+    from features.tables import read_table
+
+    rng = random.Random(seed)
+    users = read_table(settings.contract_dir, "users").select("user_id", "market_id").rows()
+    status = httpx.get(f"{url}/models", timeout=30.0).json()
+
+    def example(endpoint: str) -> dict[str, Any]:
+        champion = status.get(endpoint, {}).get("variants", {}).get("champion") or {}
+        return dict(champion.get("example_request") or {})
+
+    forecast_example, bid_example = example("forecast"), example("bid")
+
+    def recommend() -> dict[str, Any]:
+        user, market = rng.choice(users)
+        return {"user_id": user, "market": market, "k": 10}
+
+    def forecast() -> dict[str, Any]:
+        return forecast_example
+
+    def bid() -> dict[str, Any]:
+        context = dict(bid_example.get("request") or {})
+        context["hour"] = rng.randrange(24)
+        return {**bid_example, "request": context}
+
+    return {"echo": recommend, "recommend": recommend, "forecast": forecast, "bid": bid}
+
+
+def catalogue_size(url: str) -> int | None:
+    import httpx
+
+    facts = httpx.get(f"{url}/models", timeout=30.0).json().get("recommend", {})
+    described = facts.get("variants", {}).get("champion", {}).get("describe", {})
+    for key in ("catalogue_size", "catalogue", "products", "items"):
+        if isinstance(described.get(key), int):
+            return int(described[key])
+    return None
+
+
+def show_metrics(port: int, wait_s: float = 20.0) -> None:
+    """Ray's Prometheus endpoint: Tradewind's per-endpoint/variant series beside Ray Serve's own."""
+    import httpx
+
+    deadline = time.monotonic() + wait_s
+    lines: list[str] = []
+    while time.monotonic() < deadline:  # Ray exports metrics every few seconds
+        try:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
+        except httpx.HTTPError:
+            text = ""
+        lines = [line for line in text.splitlines() if line.startswith("ray_tradewind_requests_total")]
+        if lines:
+            break
+        time.sleep(1.0)
+    serve_series = len({line.split("{")[0] for line in text.splitlines() if line.startswith("ray_serve_")})
+    print(f"\nPrometheus (http://127.0.0.1:{port}/metrics): {serve_series} ray_serve_* series;")
+    for line in lines or ["(no ray_tradewind_requests_total yet)"]:
+        tags = dict(re.findall(r'(endpoint|variant|status)="([^"]*)"', line))
+        shown = ", ".join(f"{key}={value}" for key, value in tags.items()) or line
+        print(f"  ray_tradewind_requests_total {shown}: {line.rsplit(' ', 1)[-1]}")
+
+
+def format_rows(rows: list[Row]) -> str:
+    echo = {row.concurrency: row for row in rows if row.endpoint == "echo"}
+    header = (
+        f"{'endpoint':<10} {'conc':>4} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'rps':>8} {'p99/echo':>8} {'rps/echo':>8}  targets"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        floor = echo.get(row.concurrency)
+        p99_ratio = row.p99_ms / floor.p99_ms if floor and floor.p99_ms else float("nan")
+        rps_ratio = row.rps / floor.rps if floor and floor.rps else float("nan")
+        verdicts = []
+        if row.endpoint != "echo" and floor:
+            if row.endpoint in P99_TARGETS:
+                limit = P99_TARGETS[row.endpoint]
+                verdicts.append(f"p99<={limit}x {'met' if p99_ratio <= limit else 'MISSED'}")
+            verdicts.append(f"rps>={RPS_TARGET}x {'met' if rps_ratio >= RPS_TARGET else 'MISSED'}")
+        lines.append(
+            f"{row.endpoint:<10} {row.concurrency:>4} {row.requests:>8} {row.errors:>6} {row.p50_ms:>8.2f} "
+            f"{row.p95_ms:>8.2f} {row.p99_ms:>8.2f} {row.rps:>8.1f} {p99_ratio:>8.2f} {rps_ratio:>8.2f}  "
+            + ", ".join(verdicts)
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tradewind benchmark serving", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="measure a server already running on loopback (default: start one)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="data folder to serve from (default: platform settings)"
+    )
+    parser.add_argument(
+        "--prepare-scale", type=float, help="first run `tradewind demo --scale N` into --data-dir"
+    )
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels (default 1,8,32)")
+    parser.add_argument("--requests", type=int, default=2000, help="at most this many requests per level")
+    parser.add_argument("--seconds", type=float, default=15.0, help="at most this long per level")
+    parser.add_argument("--warmup", type=int, default=50, help="requests per endpoint before measuring")
+    parser.add_argument(
+        "--endpoints", default=",".join(ENDPOINTS), help="subset of echo,recommend,forecast,bid"
+    )
+    parser.add_argument("--json", type=Path, help="write the rows as a JSON list here")
+    args = parser.parse_args(list(argv))
+    args.levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
+    args.endpoint_list = [name.strip() for name in args.endpoints.split(",") if name.strip()]
+    unknown = sorted(set(args.endpoint_list) - set(ENDPOINTS))
+    if unknown:
+        parser.error(f"--endpoints: unknown {', '.join(unknown)} (known: {', '.join(ENDPOINTS)})")
+    if any(level < 1 or level > 1024 for level in args.levels):
+        parser.error("--concurrency: each level must be between 1 and 1024")
+    if args.requests < 1 or args.seconds <= 0:
+        parser.error("--requests and --seconds must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.url:
+        try:
+            loopback_only(args.url)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    from configs.settings import load_settings
+
+    settings = load_settings()
+    if args.data_dir:
+        settings = settings.model_copy(update={"data_dir": args.data_dir.resolve()})
+    if args.prepare_scale:
+        from training.demo import run_demo
+
+        run_demo(settings, scale=args.prepare_scale)
+    started_here = args.url is None
+    if started_here:
+        from serving.deploy import free_port, start_serving
+
+        print(f"starting configs/serving.yaml for {settings.root} ...", flush=True)
+        args.metrics_port = free_port()
+        url = start_serving(settings, metrics_port=args.metrics_port).url
+    else:
+        url = args.url.rstrip("/")
+    try:
+        rows = run(url, settings, args)
+    finally:
+        if started_here:
+            from ray import serve
+
+            serve.shutdown()
+    return 0 if rows else 1
+
+
+def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
+    makers = request_makers(settings, url)
+    size = catalogue_size(url)
+    if "recommend" in args.endpoint_list:
+        note = "unknown" if size is None else f"{size:,}"
+        flag = (
+            ""
+            if size is not None and size >= MIN_CATALOGUE
+            else f" (below the {MIN_CATALOGUE:,} the target asks)"
+        )
+        print(f"recommender catalogue: {note} products{flag}")
+    for name in args.endpoint_list:  # warm every path (connections, batch queues, caches)
+        asyncio.run(measure(url, PATHS[name], makers[name], 4, args.warmup, 30.0))
+    rows: list[Row] = []
+    for level in args.levels:
+        for name in args.endpoint_list:
+            row = asyncio.run(measure(url, PATHS[name], makers[name], level, args.requests, args.seconds))
+            row.endpoint = name
+            rows.append(row)
+            print(
+                f"  {name} x{level}: {row.requests} requests, p99 {row.p99_ms:.2f} ms, {row.rps:.0f} rps",
+                flush=True,
+            )
+    total, by_title = serving_rss_mb()
+    for row in rows:
+        row.rss_mb = round(total, 1)
+    print()
+    print(format_rows(rows))
+    print(f"\nserving processes resident memory after the run: {total:,.0f} MB")
+    for title, mb in sorted(by_title.items()):
+        print(f"  {title}: {mb:,.0f} MB")
+    if getattr(args, "metrics_port", None):
+        show_metrics(args.metrics_port)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(row) for row in rows], indent=2))
+        print(f"wrote {args.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

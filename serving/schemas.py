@@ -1,0 +1,120 @@
+"""Request bodies of the HTTP endpoints, validated before any model sees them.
+
+Every field has bounds, so a malformed body fails here with FastAPI's 422 naming the field
+(`loc`), never deeper in a model. The model-level requests (what `answer` receives) are the
+`model_request` dicts of COMMON.md's served-model contract; the bid request the model receives
+is assembled by serving from the pacing state it keeps (`BidModelRequest`).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+MarketCode = Annotated[str, Field(min_length=2, max_length=8, pattern=r"^[A-Za-z0-9_-]+$")]
+AuctionValue = str | float | int | bool | None
+MAX_K = 100
+MAX_HORIZON = 366
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(RequestModel):
+    user_id: Identifier
+    market: MarketCode
+    k: int = Field(10, ge=1, le=MAX_K)
+    exclude: list[Identifier] = Field(default_factory=list, max_length=1000)
+    explain: bool = False
+
+
+class ForecastRequest(RequestModel):
+    product_ids: list[Identifier] = Field(min_length=1, max_length=200)
+    market: MarketCode
+    horizon: int = Field(7, ge=1, le=MAX_HORIZON)
+    quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1, max_length=9)
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles_inside_zero_one(cls, quantiles: list[float]) -> list[float]:
+        for value in quantiles:
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"each quantile must be strictly between 0 and 1, got {value}")
+        if len(set(quantiles)) != len(quantiles):
+            raise ValueError("quantiles must not repeat")
+        return sorted(quantiles)
+
+
+class BidRequest(RequestModel):
+    """What an ad exchange adapter sends: the campaign and the auction; serving adds the state."""
+
+    campaign_id: Identifier
+    request: dict[str, AuctionValue] = Field(
+        description="Auction context: hour, exchange, slot, region, floor_price... (what the policy uses)",
+        max_length=64,
+    )
+    timestamp: datetime | None = Field(
+        None, description="When the auction happens (default: now); sets the campaign's market-local day"
+    )
+
+    @field_validator("request")
+    @classmethod
+    def _finite_numbers(cls, context: dict[str, AuctionValue]) -> dict[str, AuctionValue]:
+        for key, value in context.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"request.{key}: must be a finite number, got {value}")
+        return context
+
+
+class BidOutcome(RequestModel):
+    """The auction's result for a bid serving answered: settles its reservation."""
+
+    campaign_id: Identifier
+    reservation_id: Identifier
+    won: bool
+    cost: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="What was paid (0 when lost)")
+    clicked: bool = False
+
+
+class PacingState(RequestModel):
+    budget: float = Field(ge=0.0, allow_inf_nan=False)
+    spent: float = Field(ge=0.0, allow_inf_nan=False)
+    time_fraction: float = Field(ge=0.0, le=1.0)
+    recent_win_rate: float = Field(ge=0.0, le=1.0)
+    recent_cpc: float = Field(ge=0.0, allow_inf_nan=False)
+    recent_ctr: float = Field(ge=0.0, le=1.0)
+
+
+class BidModelRequest(RequestModel):
+    """The bidder model's request (the contract's shape)."""
+
+    campaign_id: Identifier
+    state: PacingState
+    request: dict[str, AuctionValue]
+
+
+# endpoint -> schema of the request its model answers (its smoke request is checked against it)
+MODEL_REQUESTS: dict[str, type[RequestModel]] = {
+    "recommend": RecommendRequest,
+    "forecast": ForecastRequest,
+    "bid": BidModelRequest,
+}
+
+
+def error_detail(field: str, message: str, kind: str = "value_error") -> list[dict[str, Any]]:
+    """A 4xx body in FastAPI's own shape, so clients parse one format for every field error."""
+    return [{"loc": ["body", *field.split(".")], "msg": message, "type": kind}]
+
+
+def field_of_message(message: str, default: str) -> str:
+    """The field a model's ValueError names: the contract's messages start with `field: ...`."""
+    head, separator, _ = message.partition(":")
+    head = head.strip()
+    if separator and head and all(part.isidentifier() for part in head.split(".")):
+        return head
+    return default

@@ -1,0 +1,117 @@
+"""Tradewind's own serving settings, validated with pydantic.
+
+The Ray Serve config file (`configs/serving.yaml`) is Ray's format: `serve run` and `serve deploy`
+read it as it is. Tradewind's part of it is validated here, once when the file is loaded
+(`load_serving_config`, which names the file and key of any mistake) and again by each replica:
+
+- the application's `args` (`AppArgs`): which platform config and data folder to serve from;
+- each model deployment's `user_config` (`EndpointSettings`): aliases, the champion/challenger
+  split, how often the registry is polled, request batching, reference data refresh. A change to
+  it reaches running replicas through `reconfigure`, without a restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+
+from configs import ConfigError, StrictModel, config_path, format_validation_error, validate_config
+from configs.settings import Settings, load_settings
+
+SERVING_CONFIG = "serving"
+# deployment names in code and in configs/serving.yaml
+INGRESS = "Ingress"
+ECHO = "Echo"
+MODEL_DEPLOYMENTS = {"recommend": "Recommender", "forecast": "Forecaster", "bid": "Bidder"}
+
+
+class BatchingSettings(StrictModel):
+    """`ray.serve.batch` for a model deployment: requests that arrive together share one Feast
+    lookup. A batch of 1 with no wait turns batching off."""
+
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0)
+
+
+class EndpointSettings(StrictModel):
+    """The `user_config` of one model deployment."""
+
+    alias: str = "champion"
+    challenger_alias: str = "challenger"
+    # share of requests answered by the challenger when a version holds that alias (0 = never)
+    challenger_share: float = Field(0.0, ge=0.0, le=1.0)
+    poll_interval_s: float = Field(10.0, gt=0.0, le=3600.0)
+    reference_refresh_s: float = Field(300.0, gt=0.0)
+    batching: BatchingSettings = BatchingSettings()
+    # bids only: an unsettled reservation stops counting against the budget after this long
+    reservation_ttl_s: float = Field(120.0, gt=0.0)
+
+
+class AppArgs(StrictModel):
+    """The `args` of the tradewind application in configs/serving.yaml."""
+
+    platform_config: str = "platform"
+    data_dir: str | None = None  # null: configs/platform.yaml (or TRADEWIND_DATA_DIR)
+
+    def settings(self) -> Settings:
+        settings = load_settings(self.platform_config)
+        if self.data_dir:
+            settings = settings.model_copy(update={"data_dir": Path(self.data_dir)})
+        return settings
+
+
+def endpoint_settings(user_config: Any, source: str = "user_config") -> EndpointSettings:
+    return validate_config(user_config or {}, EndpointSettings, source)
+
+
+def load_serving_config(name: str | Path = SERVING_CONFIG) -> dict[str, Any]:
+    """Read the Serve config file and check it twice: Ray's own schema (what `serve run` would
+    refuse) and Tradewind's parts (app args, each model deployment's user_config)."""
+    from pydantic import ValidationError
+    from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
+
+    path = config_path(name)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    try:
+        ServeDeploySchema.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(str(path), error)) from None
+    # Ray's schema lets unknown keys through silently; a typo must not pass for a setting
+    _known_keys(data, ServeDeploySchema, f"{path}")
+    for index, application in enumerate(data.get("applications", [])):
+        where = f"{path}: applications[{index}]"
+        _known_keys(application, ServeApplicationSchema, f"{path}: applications[{index}]")
+        for position, deployment in enumerate(application.get("deployments") or []):
+            _known_keys(deployment, DeploymentSchema, f"{where}.deployments[{position}]")
+        if application.get("import_path", "").startswith("serving.app:"):
+            validate_config(application.get("args") or {}, AppArgs, f"{where}.args")
+        for position, deployment in enumerate(application.get("deployments") or []):
+            if deployment.get("name") in MODEL_DEPLOYMENTS.values():
+                endpoint_settings(
+                    deployment.get("user_config"), f"{where}.deployments[{position}].user_config"
+                )
+    return data
+
+
+def _known_keys(section: Any, schema: Any, where: str) -> None:
+    if not isinstance(section, dict):
+        return
+    unknown = sorted(set(section) - set(schema.model_fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'")
+
+
+def application(config: dict[str, Any], import_path: str) -> dict[str, Any]:
+    """The application entry of `config` built by `import_path` (e.g. `serving.app:build_app`)."""
+    for entry in config.get("applications", []):
+        if entry.get("import_path") == import_path:
+            return entry
+    raise ConfigError(f"serving config: no application with import_path {import_path!r}")

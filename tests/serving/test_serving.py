@@ -1,0 +1,417 @@
+"""Serving over real HTTP: Ray Serve on 127.0.0.1 (one per session), test models from MLflow."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import served_models
+from conftest import RECOMMENDER, ServingWorld
+
+pytestmark = pytest.mark.slow
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def models_status(world: ServingWorld) -> dict[str, Any]:
+    response = world.client.get("/models")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+class Loop:
+    """A client sending /recommend in a loop on a thread; every response is kept."""
+
+    def __init__(self, world: ServingWorld) -> None:
+        self.world = world
+        self.responses: list[tuple[int, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.world.url, timeout=30.0) as client:
+            while not self._stop.is_set():
+                response = client.post(
+                    "/recommend",
+                    json={"user_id": self.world.users[0], "market": self.world.markets[0], "k": 5},
+                )
+                self.responses.append((response.status_code, response.json()))
+
+    def __enter__(self) -> Loop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def versions(self) -> set[int]:
+        return {body["model"]["version"] for status, body in self.responses if status == 200}
+
+    def failures(self) -> list[tuple[int, dict[str, Any]]]:
+        return [(status, body) for status, body in self.responses if status != 200]
+
+
+# ---------------------------------------------------------------------------------------------
+# each endpoint
+
+
+def test_endpoints_answer_from_registered_models(serving_world: ServingWorld) -> None:
+    world, client = serving_world, serving_world.client
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+    known, unknown = world.users[0], "nobody-ever"
+    warm = client.post(
+        "/recommend", json={"user_id": known, "market": world.markets[0], "k": 4, "explain": True}
+    )
+    assert warm.status_code == 200, warm.text
+    body = warm.json()
+    assert len(body["items"]) == 4 and body["cold_start"] is False
+    assert body["variant"] == "champion" and body["model"]["name"] == RECOMMENDER
+    assert all(item["reasons"] for item in body["items"])
+    excluded = body["items"][0]["product_id"]
+    again = client.post(
+        "/recommend", json={"user_id": known, "market": world.markets[0], "k": 4, "exclude": [excluded]}
+    ).json()
+    assert excluded not in {item["product_id"] for item in again["items"]}
+    cold = client.post("/recommend", json={"user_id": unknown, "market": world.markets[0]})
+    assert cold.status_code == 200 and cold.json()["cold_start"] is True and len(cold.json()["items"]) == 10
+
+    forecast = client.post(
+        "/forecast",
+        json={
+            "product_ids": world.products[:2],
+            "market": world.markets[0],
+            "horizon": 3,
+            "quantiles": [0.9, 0.1],
+        },
+    )
+    assert forecast.status_code == 200, forecast.text
+    rows = forecast.json()["forecasts"]
+    assert len(rows) == 6 and all({"p10", "p90", "mean", "date"} <= set(row) for row in rows)
+
+    campaign = next(iter(world.campaigns))
+    bid = client.post("/bid", json={"campaign_id": campaign, "request": {"hour": 9, "floor_price": 0.2}})
+    assert bid.status_code == 200, bid.text
+    answer = bid.json()
+    assert answer["bid"] > 0 and answer["reservation_id"]
+    # the test bidder echoes the online features it was given: the online store's row for the campaign
+    from features.store import online_features
+
+    market = world.campaigns[campaign][0]
+    stored = online_features(world.settings, "bidding", [{"campaign_id": campaign, "market_id": market}])
+    expected = {name: values[0] for name, values in stored.items()}
+    assert answer["online"] == expected
+    assert sum(value is not None for value in expected.values()) > 5  # real values, not an empty row
+
+    echo = client.post("/echo", json={"user_id": known, "k": 4})  # the benchmark's floor: the body back
+    assert echo.status_code == 200 and echo.json() == {"user_id": known, "k": 4}
+
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/recommend", "/forecast", "/bid", "/bid/outcome", "/healthz", "/models"} <= set(paths)
+
+    status = models_status(world)
+    assert set(status) == {"recommend", "forecast", "bid"}
+    for endpoint in status.values():
+        assert endpoint["registry_reachable"] is True
+        assert endpoint["variants"]["champion"]["version"] >= 1
+        assert endpoint["variants"]["champion"]["loaded_at"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: 4xx naming the field, never a 5xx
+
+
+def _named_fields(response: httpx.Response) -> set[str]:
+    detail = response.json()["detail"]
+    assert isinstance(detail, list), detail
+    return {str(part) for item in detail for part in item["loc"]}
+
+
+def test_bad_inputs_get_4xx_naming_the_field(serving_world: ServingWorld) -> None:
+    world, client = serving_world, serving_world.client
+    market, product, campaign = world.markets[0], world.products[0], next(iter(world.campaigns))
+    cases: list[tuple[str, Any, str]] = [
+        ("/recommend", {"market": market}, "user_id"),
+        ("/recommend", {"user_id": "u", "market": market, "k": 0}, "k"),
+        ("/recommend", {"user_id": "u", "market": market, "k": 10_000}, "k"),
+        ("/recommend", {"user_id": 12, "market": market}, "user_id"),
+        ("/recommend", {"user_id": "u", "market": "ZZ"}, "market"),  # the model's ValueError
+        ("/recommend", {"user_id": "u", "market": market, "colour": "red"}, "colour"),
+        ("/recommend", {"user_id": "u", "market": market, "exclude": "p1"}, "exclude"),
+        ("/forecast", {"product_ids": [], "market": market}, "product_ids"),
+        ("/forecast", {"product_ids": ["no-such-product"], "market": market}, "product_ids"),
+        ("/forecast", {"product_ids": [product], "market": market, "horizon": 0}, "horizon"),
+        ("/forecast", {"product_ids": [product], "market": market, "horizon": 30}, "horizon"),  # > trained
+        ("/forecast", {"product_ids": [product], "market": market, "quantiles": [1.5]}, "quantiles"),
+        ("/forecast", {"product_ids": [product], "market": "ZZ"}, "market"),
+        ("/bid", {"campaign_id": "no-such-campaign", "request": {}}, "campaign_id"),
+        ("/bid", {"campaign_id": campaign}, "request"),
+        ("/bid", {"campaign_id": campaign, "request": {"slot": [1, 2]}}, "slot"),
+        ("/bid/outcome", {"campaign_id": campaign, "reservation_id": "r", "won": True, "cost": -1}, "cost"),
+        ("/bid/outcome", {"campaign_id": campaign, "reservation_id": "nope", "won": False}, "reservation_id"),
+    ]
+    for path, body, field in cases:
+        response = client.post(path, json=body)
+        assert 400 <= response.status_code < 500, (path, body, response.status_code, response.text)
+        assert field in _named_fields(response), (path, body, response.text)
+        assert field in response.text
+
+    # not JSON at all, the wrong content, a wrong method, an unknown path: 4xx, still JSON
+    for response in (
+        client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"}),
+        client.post("/forecast", content=b"[1, 2, 3]", headers={"content-type": "application/json"}),
+        client.post("/bid", content=b"\xff\xfe", headers={"content-type": "application/json"}),
+        client.get("/recommend"),
+        client.post("/nowhere", json={}),
+    ):
+        assert 400 <= response.status_code < 500, response.text
+        assert "detail" in response.json()
+
+
+def test_outcomes_settle_once_and_never_above_the_bid(serving_world: ServingWorld) -> None:
+    client, campaign = serving_world.client, next(iter(serving_world.campaigns))
+    bid = client.post("/bid", json={"campaign_id": campaign, "request": {"hour": 3}}).json()
+    if not bid["reservation_id"]:
+        pytest.skip("the campaign's budget is spent for today (earlier tests)")
+    reservation = {"campaign_id": campaign, "reservation_id": bid["reservation_id"]}
+    too_much = client.post("/bid/outcome", json={**reservation, "won": True, "cost": bid["bid"] * 2 + 1})
+    assert too_much.status_code == 422 and "cost" in _named_fields(too_much)
+    settled = client.post("/bid/outcome", json={**reservation, "won": False})
+    assert settled.status_code == 200, settled.text
+    again = client.post("/bid/outcome", json={**reservation, "won": False})
+    assert again.status_code == 404 and "reservation_id" in _named_fields(again)
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry: live promotion, challenger split, bad versions, registry unreachable
+
+
+def _served(world: ServingWorld, endpoint: str = "recommend", alias: str = "champion") -> int | None:
+    variant = models_status(world)[endpoint]["variants"].get(alias)
+    return variant["version"] if variant else None
+
+
+def test_live_promotion_is_picked_up_without_failed_requests(serving_world: ServingWorld) -> None:
+    from training.registry import promote, version_for_alias
+
+    world = serving_world
+    before = version_for_alias(RECOMMENDER, "champion").version
+    new = world.register(
+        RECOMMENDER, world.recommender("v2"), served_models.TinyRecommender.input_example(), "recommendation"
+    )
+    with Loop(world) as loop:
+        wait_until(lambda: len(loop.responses) >= 5, what="the client loop to start")
+        promote(RECOMMENDER, new)
+        wait_until(lambda: new in loop.versions(), what=f"version {new} to answer")
+        seen = len(loop.responses)
+        wait_until(lambda: len(loop.responses) >= seen + 5, what="more answers after the swap")
+    assert loop.failures() == []
+    assert {before, new} <= loop.versions()
+    # once swapped, only the new version answers (no challenger exists yet)
+    last = [body["model"]["version"] for _, body in loop.responses[-5:]]
+    assert last == [new] * 5
+    assert _served(world) == new
+
+
+def test_challenger_gets_its_share_and_is_named(serving_world: ServingWorld) -> None:
+    from training.registry import set_alias, tracking_client, version_for_alias
+
+    world = serving_world
+    champion = version_for_alias(RECOMMENDER, "champion").version
+    previous = version_for_alias(RECOMMENDER, "previous_champion").version
+    set_alias(RECOMMENDER, "challenger", previous)
+    try:
+        wait_until(lambda: _served(world, alias="challenger") == previous, what="the challenger to load")
+        variants: dict[str, set[int]] = {}
+        for _ in range(40):
+            body = world.client.post("/recommend", json={"user_id": "u", "market": world.markets[0]}).json()
+            variants.setdefault(body["variant"], set()).add(body["model"]["version"])
+        # the test config sends half of the requests to the challenger: 40 all one way is ~1e-12
+        assert variants == {"champion": {champion}, "challenger": {previous}}
+    finally:
+        tracking_client().delete_registered_model_alias(RECOMMENDER, "challenger")
+    wait_until(lambda: _served(world, alias="challenger") is None, what="the challenger to retire")
+
+
+def _corrupt_model_files(world: ServingWorld, version: int) -> None:
+    from training.registry import tracking_client
+
+    location = tracking_client().get_model_version_download_uri(RECOMMENDER, str(version))
+    folder = Path(location.removeprefix("file://"))
+    pickles = list(folder.rglob("python_model.pkl"))
+    assert pickles, f"no python_model.pkl under {folder}"
+    for path in pickles:
+        path.write_bytes(b"not a pickle")
+
+
+def test_a_model_that_cannot_load_or_answer_is_never_swapped_in(serving_world: ServingWorld) -> None:
+    from training.registry import promote, version_for_alias
+
+    world = serving_world
+    serving = version_for_alias(RECOMMENDER, "champion").version
+    broken = world.register(
+        RECOMMENDER,
+        world.recommender("broken", served_models.BrokenAnswer),
+        served_models.TinyRecommender.input_example(),
+        "recommendation",
+    )
+    unloadable = world.register(
+        RECOMMENDER,
+        world.recommender("unloadable"),
+        served_models.TinyRecommender.input_example(),
+        "recommendation",
+    )
+    _corrupt_model_files(world, unloadable)
+    with Loop(world) as loop:
+        for bad, reason in ((broken, "ZeroDivisionError"), (unloadable, "version")):
+            promote(RECOMMENDER, bad)
+            status = wait_until(
+                lambda bad=bad: models_status(world)["recommend"]["rejected"].get(str(bad)),
+                what=f"version {bad} to be rejected",
+            )
+            assert reason in status
+            assert _served(world) == serving
+            assert models_status(world)["recommend"]["last_error"]
+        promote(RECOMMENDER, serving)  # roll back: the alias and the served version agree again
+        time.sleep(3 * 0.3)
+    assert loop.failures() == []
+    assert loop.versions() == {serving}
+    rejected = models_status(world)["recommend"]["rejected"]
+    assert "ZeroDivisionError" in rejected[str(broken)]
+    assert "UnpicklingError" in rejected[str(unloadable)] or "pickle" in rejected[str(unloadable)].lower()
+
+
+def test_registry_unreachable_keeps_serving_the_last_model(serving_world: ServingWorld) -> None:
+    world = serving_world
+    store = Path(world.settings.mlflow_tracking_uri.removeprefix("sqlite:///"))
+    serving = _served(world)
+    header = store.read_bytes()[:100]
+    with Loop(world) as loop:
+        # a database file that no longer reads as one: every registry query fails, as with a server down
+        with store.open("r+b") as file:
+            file.write(b"\x00" * 100)
+        try:
+            # each endpoint polls on its own clock: wait until every one has noticed
+            wait_until(
+                lambda: all(
+                    endpoint["registry_reachable"] is False for endpoint in models_status(world).values()
+                ),
+                what="every endpoint to report the registry unreachable",
+            )
+            status = models_status(world)
+            assert "unreachable" in status["recommend"]["last_error"]
+            seen = len(loop.responses)
+            wait_until(lambda: len(loop.responses) >= seen + 5, what="answers while the registry is down")
+        finally:
+            with store.open("r+b") as file:
+                file.write(header)
+        wait_until(
+            lambda: models_status(world)["recommend"]["registry_reachable"] is True,
+            what="the registry to be reachable again",
+        )
+    assert loop.failures() == []
+    assert loop.versions() == {serving}
+
+
+# ---------------------------------------------------------------------------------------------
+# bid pacing: atomic under concurrency (two replicas), persisted across a restart
+
+
+def _pacing(world: ServingWorld, campaign: str) -> dict[str, Any]:
+    response = world.client.get(f"/campaigns/{campaign}/pacing")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_concurrent_bids_never_overspend_the_daily_budget(serving_world: ServingWorld) -> None:
+    world = serving_world
+    campaign = next(iter(world.campaigns))
+    before = _pacing(world, campaign)
+    budget = before["budget"]
+    committed = before["spent"] + before["reserved"]
+
+    async def burst(count: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=world.url, timeout=60.0) as client:
+            return await asyncio.gather(
+                *(
+                    client.post("/bid", json={"campaign_id": campaign, "request": {"hour": 10}})
+                    for _ in range(count)
+                )
+            )
+
+    responses = asyncio.run(burst(80))  # the test bidder asks 7% of the budget: 80 asks are 5.6 budgets
+    assert [response.status_code for response in responses] == [200] * len(responses)
+    bids = [response.json() for response in responses]
+    total = sum(bid["bid"] for bid in bids)
+    assert committed + total <= budget + 1e-9
+    assert committed + total >= budget - 0.071 * budget  # the budget did get used, up to one bid's worth
+    assert any(bid["bid"] == 0.0 for bid in bids) and all(
+        bid["bid"] <= bid["model_bid"] + 1e-12 for bid in bids
+    )
+
+    # every won bid settled at its full price: spend is what was bid, still within budget
+    for bid in bids:
+        if bid["reservation_id"]:
+            settled = world.client.post(
+                "/bid/outcome",
+                json={
+                    "campaign_id": campaign,
+                    "reservation_id": bid["reservation_id"],
+                    "won": True,
+                    "cost": bid["bid"],
+                    "clicked": True,
+                },
+            )
+            assert settled.status_code == 200, settled.text
+    after = _pacing(world, campaign)
+    assert after["reserved"] == pytest.approx(before["reserved"])
+    assert after["spent"] == pytest.approx(before["spent"] + total)
+    assert after["spent"] + after["reserved"] <= budget + 1e-9
+    assert after["wins"] - before["wins"] == sum(bool(bid["reservation_id"]) for bid in bids)
+    # with the budget used up, the next bid is 0 whatever the model asks
+    assert world.client.post("/bid", json={"campaign_id": campaign, "request": {}}).json()["bid"] == 0.0
+
+
+def test_pacing_state_survives_a_restart(serving_world: ServingWorld) -> None:
+    import ray
+
+    world = serving_world
+    campaign = next(iter(world.campaigns))
+    before = _pacing(world, campaign)
+    assert before["wins"] > 0  # the state the earlier tests left
+    old = world.client.post("/bid", json={"campaign_id": campaign, "request": {}}).json()["model"]["replica"]
+    # the replica's process is killed, as a crash would; Serve starts a new one
+    ray.kill(ray.get_actor(f"SERVE_REPLICA::tradewind#Bidder#{old}", namespace="serve"), no_restart=True)
+
+    def new_replica_answers() -> dict[str, Any] | None:
+        try:
+            response = world.client.post("/bid", json={"campaign_id": campaign, "request": {}}, timeout=10.0)
+        except httpx.HTTPError:  # a request that reached the dead replica before Serve noticed
+            return None
+        if response.status_code != 200:
+            return None
+        body = response.json()
+        return body if body["model"]["replica"] != old else None
+
+    first = wait_until(new_replica_answers, timeout_s=120, what="a new bidder replica")
+    after = _pacing(world, campaign)
+    for key in ("spent", "reserved", "bids", "settled", "wins", "clicks", "budget"):
+        assert after[key] == pytest.approx(before[key]), key
+    assert first["bid"] == 0.0  # the restored state still holds the spent budget

@@ -1,0 +1,202 @@
+"""The serving parts that need no Ray: the config file, pacing atomicity across processes, the
+market-local day, the benchmark's loopback guard."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+
+from configs import ConfigError
+from serving.pacing import SqlitePacingStore, UnknownReservation
+from serving.reference import local_day
+from serving.settings import MODEL_DEPLOYMENTS, load_serving_config
+
+
+def test_serving_config_is_a_valid_ray_serve_config_naming_our_deployments() -> None:
+    config = load_serving_config()
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    names = {deployment.name for app in schema.applications for deployment in app.deployments}
+    assert {"Ingress", "Echo", *MODEL_DEPLOYMENTS.values()} <= names
+    import serving.app as app
+
+    for name in names:  # every configured deployment exists under that name in the code
+        assert getattr(app, name).name == name
+    recommender = next(
+        d for a in config["applications"] for d in a["deployments"] if d["name"] == "Recommender"
+    )
+    assert recommender["autoscaling_config"]["max_replicas"] >= 1
+    assert recommender["user_config"]["batching"]["max_batch_size"] >= 1
+    assert recommender["user_config"]["challenger_share"] == pytest.approx(0.1)
+
+
+def _write(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_wrong_key_in_the_serving_config_is_named(tmp_path: Path) -> None:
+    config = load_serving_config()
+    recommender = next(
+        d for a in config["applications"] for d in a["deployments"] if d["name"] == "Recommender"
+    )
+    recommender["user_config"]["challenger_shar"] = 0.2
+    with pytest.raises(
+        ConfigError,
+        match=r"serving\.yaml: applications\[0\]\.deployments\[1\]\.user_config: "
+        r"unknown key 'challenger_shar'",
+    ):
+        load_serving_config(_write(tmp_path / "serving.yaml", config))
+    recommender["user_config"].pop("challenger_shar")
+    recommender["user_config"]["challenger_share"] = 1.5
+    with pytest.raises(ConfigError, match="challenger_share"):
+        load_serving_config(_write(tmp_path / "serving.yaml", config))
+    recommender["user_config"]["challenger_share"] = 0.1
+    recommender["num_replicaz"] = 2  # Ray's own schema refuses it too
+    with pytest.raises(ConfigError, match="num_replicaz"):
+        load_serving_config(_write(tmp_path / "serving.yaml", config))
+
+
+def _hammer(path: str, rounds: int, bid: float, results: multiprocessing.Queue) -> None:
+    store = SqlitePacingStore(Path(path), ttl_s=600)
+    results.put([store.reserve("C1", "2026-03-29", 1.0, bid).amount for _ in range(rounds)])
+
+
+def test_reservations_from_several_processes_never_exceed_the_budget(tmp_path: Path) -> None:
+    path = tmp_path / "pacing.db"
+    context = multiprocessing.get_context("fork")  # the same code in 4 processes, no re-import
+    results = context.Queue()
+    workers = [context.Process(target=_hammer, args=(str(path), 40, 0.013, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    amounts = [amount for _ in workers for amount in results.get(timeout=120)]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(amounts) == 160
+    assert sum(amounts) <= 1.0 + 1e-9
+    assert sum(amounts) == pytest.approx(1.0)  # 160 x 0.013 asked: the whole budget went, no more
+    state = SqlitePacingStore(path, ttl_s=600).state("C1", "2026-03-29", 1.0)
+    assert state.reserved == pytest.approx(1.0) and state.remaining == 0.0
+
+
+def test_settling_releases_the_reservation_and_counts_the_cost(tmp_path: Path) -> None:
+    store = SqlitePacingStore(tmp_path / "pacing.db", ttl_s=600)
+    won = store.reserve("C1", "2026-01-05", 10.0, 4.0)
+    lost = store.reserve("C1", "2026-01-05", 10.0, 4.0)
+    clipped = store.reserve("C1", "2026-01-05", 10.0, 4.0)
+    assert (won.amount, lost.amount, clipped.amount) == (4.0, 4.0, pytest.approx(2.0))
+    with pytest.raises(ValueError, match="cost"):
+        store.settle("C1", won.reservation_id, True, 5.0, False)
+    state = store.settle("C1", won.reservation_id, True, 3.0, True)
+    state = store.settle("C1", lost.reservation_id, False, 0.0, False)
+    assert (state.spent, state.reserved, state.wins, state.clicks, state.settled) == (
+        3.0,
+        pytest.approx(2.0),
+        1,
+        1,
+        2,
+    )
+    with pytest.raises(UnknownReservation, match="reservation_id"):
+        store.settle("C1", won.reservation_id, True, 3.0, False)
+    assert store.state("C1", "2026-01-06", 10.0).spent == 0.0  # a new local day starts afresh
+
+
+def test_unsettled_reservations_expire(tmp_path: Path) -> None:
+    store = SqlitePacingStore(tmp_path / "pacing.db", ttl_s=0.05)
+    assert store.reserve("C1", "d", 1.0, 1.0).amount == 1.0
+    assert store.reserve("C1", "d", 1.0, 1.0).amount == 0.0
+
+    time.sleep(0.1)
+    assert store.reserve("C1", "d", 1.0, 1.0).amount == 1.0
+
+
+def test_market_local_day_and_fraction_across_daylight_saving() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    # 2026-03-29 has 23 hours in Berlin: noon local (10:00 UTC) is 11 of 23 hours in
+    day, fraction = local_day(datetime(2026, 3, 29, 10, 0, tzinfo=UTC), berlin)
+    assert day == "2026-03-29" and fraction == pytest.approx(11 / 23)
+    day, fraction = local_day(datetime(2026, 3, 28, 23, 30, tzinfo=UTC), berlin)
+    assert day == "2026-03-29" and fraction == pytest.approx(0.5 / 23)
+    tokyo_day, _ = local_day(datetime(2026, 3, 28, 16, 0, tzinfo=UTC), ZoneInfo("Asia/Tokyo"))
+    assert tokyo_day == "2026-03-29"
+
+
+def test_the_benchmark_refuses_any_target_off_loopback() -> None:
+    from benchmarks.serving import loopback_only, main
+
+    loopback_only("http://127.0.0.1:8000")
+    loopback_only("http://localhost:8000")
+    with pytest.raises(ValueError, match="only loopback"):
+        loopback_only("http://10.1.2.3:8000")
+    assert main(["--url", "http://192.0.2.7:8000"]) == 2
+
+
+@pytest.fixture
+def redis_store() -> Iterator[tuple[Any, str]]:
+    """The scale-out pacing store on the platform's Redis; skipped when no Redis answers there."""
+    import uuid
+
+    import redis
+
+    from configs.settings import Settings
+    from serving.pacing import RedisPacingStore
+
+    url = Settings().scaleout.redis_url
+    store = RedisPacingStore(url, ttl_s=600)
+    try:
+        store._redis.ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {url} (scale-out services not running)")
+    campaign = f"test-{uuid.uuid4().hex}"  # keys of their own, removed afterwards
+    yield store, campaign
+    for key in store._redis.scan_iter(f"tradewind:pacing:{{{campaign}}}:*"):
+        store._redis.delete(key)
+
+
+def test_redis_reservations_are_atomic_and_settle_like_sqlite(redis_store: tuple[Any, str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store, campaign = redis_store
+    with ThreadPoolExecutor(8) as pool:
+        amounts = list(
+            pool.map(lambda _: store.reserve(campaign, "2026-03-29", 1.0, 0.013).amount, range(160))
+        )
+    assert sum(amounts) <= 1.0 + 1e-9 and sum(amounts) == pytest.approx(1.0)
+    state = store.state(campaign, "2026-03-29", 1.0)
+    assert state.reserved == pytest.approx(1.0) and state.bids == sum(amount > 0 for amount in amounts)
+
+    other = f"{campaign}-b"
+    won = store.reserve(other, "d", 10.0, 4.0)
+    lost = store.reserve(other, "d", 10.0, 4.0)
+    with pytest.raises(ValueError, match="cost"):
+        store.settle(other, won.reservation_id, True, 5.0, False)
+    store.settle(other, won.reservation_id, True, 3.0, True)
+    state = store.settle(other, lost.reservation_id, False, 0.0, False)
+    assert (state.spent, state.reserved, state.wins, state.clicks, state.settled) == (3.0, 0.0, 1, 1, 2)
+    with pytest.raises(UnknownReservation, match="reservation_id"):
+        store.settle(other, won.reservation_id, True, 3.0, False)
+    for key in store._redis.scan_iter(f"tradewind:pacing:{{{other}}}:*"):
+        store._redis.delete(key)
+
+    expiring = type(store)(platform_redis_url(), ttl_s=0.05)
+    assert expiring.reserve(other, "e", 1.0, 1.0).amount == 1.0
+    assert expiring.reserve(other, "e", 1.0, 1.0).amount == 0.0
+    time.sleep(0.1)
+    assert expiring.reserve(other, "e", 1.0, 1.0).amount == 1.0  # the unsettled one expired
+    for key in store._redis.scan_iter(f"tradewind:pacing:{{{other}}}:*"):
+        store._redis.delete(key)
+
+
+def platform_redis_url() -> str:
+    from configs.settings import Settings
+
+    return Settings().scaleout.redis_url
