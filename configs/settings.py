@@ -21,7 +21,11 @@ class MlflowSettings(StrictModel):
 
 class ScaleoutSettings(StrictModel):
     redis_url: str = "127.0.0.1:6379"
+    # the Feast SQL registry's database
     postgres_url: str = "postgresql+psycopg://tradewind:tradewind@127.0.0.1:5432/tradewind"
+    # the MLflow tracking server's backend store (`mlflow server --backend-store-uri`): a database
+    # of its own, beside the registry's
+    mlflow_backend_store_uri: str = "postgresql+psycopg://tradewind:tradewind@127.0.0.1:5432/tradewind_mlflow"
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     ray_address: str = "auto"
 

@@ -1,0 +1,85 @@
+"""What the scale-out tests share besides fixtures: the skip-or-fail rule and service handles."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+import redis
+from sqlalchemy.engine import make_url
+
+CONNECT_TIMEOUT_SECONDS = 3
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def unavailable(what: str) -> NoReturn:
+    """Skip locally, fail under CI, with one line naming the service and the cause."""
+    message = f"{what}: start the services with `.ci/services.sh` (as root)"
+    if in_ci():
+        pytest.fail(f"{message}; under CI the scale-out tests must run, not skip", pytrace=False)
+    pytest.skip(message)
+
+
+def first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def libpq_conninfo(sqlalchemy_url: str) -> str:
+    """`postgresql+psycopg://...` (SQLAlchemy, as Feast and MLflow take it) as psycopg takes it."""
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# `make(base_url, label)`: an empty database beside base_url's, its URL in the same form
+ScratchDatabase = Callable[[str, str], str]
+
+
+@dataclass(frozen=True)
+class RedisDb:
+    client: redis.Redis
+    index: int
+    # Feast's connection string for this db: `host:port,db=N`
+    feast_connection: str
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen, grace_seconds: float, *, leader_only: bool = False) -> bool:
+    """Stop what a test started with `start_new_session=True`: SIGTERM to its process group (or to
+    the leader alone, when it stops its own children in order), then SIGKILL to what is left.
+    True when nothing was left to kill: the leader exited in time and its group is empty."""
+    with contextlib.suppress(ProcessLookupError):
+        if leader_only:
+            process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_seconds)
+    exited = process.poll() is not None
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+        clean = False
+    except ProcessLookupError:
+        clean = exited
+    process.wait(timeout=grace_seconds)
+    return clean
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    text = path.read_text(errors="replace") if path.exists() else "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
