@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
+
+# OpenMP threads (LightGBM) wait passively, not spinning: on shared cores spinning turns training into a
+# crawl. Set before any verb loads LightGBM; an explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import sys
 import time
 from collections.abc import Callable
@@ -327,6 +332,17 @@ def benchmark(
     raise typer.Exit(importlib.import_module(BENCHMARKS[what]).main(list(ctx.args)) or 0)
 
 
+@app.command()
+@clear_errors
+def serve(
+    config: Annotated[Path, typer.Option(help="Ray Serve config file.")] = Path("serving"),
+) -> None:
+    """Serve /recommend, /forecast, /bid, /models and /docs locally (`serve run configs/serving.yaml`)."""
+    from serving.deploy import serve_run
+
+    raise typer.Exit(serve_run(_settings(), str(config)))
+
+
 # ---------------------------------------------------------------------------------------------
 # the whole flow
 
@@ -335,11 +351,12 @@ def benchmark(
 @clear_errors
 def demo(
     scale: Annotated[float, typer.Option(help="Size of the generated marketplace.")] = 1.0,
+    serve: Annotated[bool, typer.Option(help="End by serving the endpoints and showing answers.")] = True,
 ) -> None:
     """Run the platform end to end on the embedded defaults and say where to look."""
     from training.demo import run_demo
 
-    run_demo(_settings(), scale=scale, console=console)
+    run_demo(_settings(), scale=scale, console=console, serve=serve)
 
 
 if __name__ == "__main__":

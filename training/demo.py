@@ -1,8 +1,9 @@
 """`tradewind demo`: the platform end to end on the embedded defaults.
 
 generate -> ingest (quarantine) -> feature tables -> Feast apply -> materialize, with the data
-snapshot recorded as an MLflow run, then a note of what was made and how to look at it. Later
-steps (training, registry, serving) are added here as their model families land.
+snapshot recorded as an MLflow run, then each model family trained, evaluated and registered
+(`training.pipeline.train`), then the three endpoints served with an example request and answer
+each, and a note of what was made and how to look at it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from configs import PROJECT_ROOT, load_config
 from configs.settings import Settings
+from training.families import FAMILY_MODULES
 
 
 @dataclass
@@ -34,12 +36,14 @@ def _timed(report: DemoReport, console: Console, name: str, step: Callable[[], A
     return result
 
 
-def run_demo(settings: Settings, scale: float = 1.0, console: Console | None = None) -> DemoReport:
+def run_demo(
+    settings: Settings, scale: float = 1.0, console: Console | None = None, serve: bool = True
+) -> DemoReport:
     from features.ingest import ingest
     from features.simulator import MarketplaceConfig, generate_marketplace
     from features.store import apply_definitions, materialize
     from features.transforms import build_feature_tables
-    from training.cli import print_ingest_report
+    from training.cli import print_ingest_report, print_train_result
     from training.data_snapshot import log_data_snapshot
 
     console = console or Console()
@@ -74,8 +78,30 @@ def run_demo(settings: Settings, scale: float = 1.0, console: Console | None = N
         "record the data snapshot in MLflow",
         lambda: log_data_snapshot(settings, ingested, scale=scale, seed=config.seed),
     )
+    for command in FAMILY_MODULES:
+        result = _timed(
+            report,
+            console,
+            f"train and register the {command}",
+            lambda command=command: _train(settings, command),
+        )
+        report.details.setdefault("trained", {})[command] = result
+        print_train_result(result)
+    if serve:
+        from serving.demo import serve_and_show
+
+        report.details["served"] = _timed(
+            report, console, "serve all three endpoints", lambda: serve_and_show(settings, console)
+        )
     _print_summary(settings, report, console)
     return report
+
+
+def _train(settings: Settings, command: str) -> Any:
+    from training.families import family
+    from training.pipeline import train
+
+    return train(settings, family(command))
 
 
 def _print_summary(settings: Settings, report: DemoReport, console: Console) -> None:
@@ -86,6 +112,12 @@ def _print_summary(settings: Settings, report: DemoReport, console: Console) -> 
         table.add_row(step, f"{seconds:.1f}")
     console.print(table)
     repo = PROJECT_ROOT / "features" / "feature_repo"
+    for command, result in report.details.get("trained", {}).items():
+        if result.version is not None:
+            console.print(
+                f"{command}: {result.evaluation.primary_metric} {result.evaluation.primary:.4f}, "
+                f"models:/{result.version.name}@{result.aliases[0]} (version {result.version.version})"
+            )
     console.print(
         f"""
 Data folder:       {settings.root}
@@ -98,5 +130,8 @@ Look at it (first: . .venv/bin/activate):
   MLflow UI:  mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}
   Feast UI:   cd {repo} && feast ui
   Contract:   tradewind contract      (or features/CONTRACT.md)
+  Serve:      tradewind serve         (then http://127.0.0.1:8000/docs and /models)
+  Retrain:    tradewind train recommender|forecaster|bidder; tradewind tune <model> --trials N
+  Benchmark:  tradewind benchmark recommender|forecaster|bidder|serving --help
 """
     )
