@@ -7,7 +7,7 @@ validation failure into one `ConfigError` line per problem, naming the file and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -65,11 +65,17 @@ def validate_config(data: object, model: type[ModelT], source: str) -> ModelT:
 
 def load_config(name: str | Path, model: type[ModelT]) -> ModelT:
     """Load `configs/<name>.yaml` (or a path) and validate it against `model`."""
+    path, data = read_config_file(name)
+    return validate_config(data, model, str(path))
+
+
+def read_config_file(name: str | Path) -> tuple[Path, Any]:
+    """`configs/<name>.yaml` (or a path) and its parsed YAML; a missing or unreadable file is a
+    ConfigError naming it."""
     path = config_path(name)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        return path, yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return validate_config(data, model, str(path))

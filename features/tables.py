@@ -8,6 +8,7 @@ partitions. The same layout serves contract tables, quarantine and raw input.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
@@ -44,6 +45,19 @@ def scan_table(base: Path, table: str) -> pl.LazyFrame:
 
 def read_table(base: Path, table: str) -> pl.DataFrame:
     return scan_table(base, table).collect()
+
+
+def read_required_tables(base: Path, tables: Iterable[str]) -> dict[str, pl.DataFrame]:
+    """Read contract tables a pipeline cannot do without; an empty or missing one is a
+    FileNotFoundError naming it and the command that makes it."""
+    frames = {table: read_table(base, table) for table in tables}
+    for table, frame in frames.items():
+        if frame.is_empty():
+            raise FileNotFoundError(
+                f"{base / table}: no rows in the contract table {table!r}; run `tradewind demo` "
+                "(or generate and ingest) first"
+            )
+    return frames
 
 
 def snapshot(base: Path) -> dict[str, object]:

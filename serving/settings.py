@@ -15,10 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field
 
-from configs import ConfigError, StrictModel, config_path, format_validation_error, validate_config
+from configs import ConfigError, StrictModel, format_validation_error, read_config_file, validate_config
 from configs.settings import Settings, load_settings
 
 SERVING_CONFIG = "serving"
@@ -73,13 +72,7 @@ def load_serving_config(name: str | Path = SERVING_CONFIG) -> dict[str, Any]:
     from pydantic import ValidationError
     from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 
-    path = config_path(name)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    path, data = read_config_file(name)
     try:
         ServeDeploySchema.model_validate(data)
     except ValidationError as error:

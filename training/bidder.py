@@ -179,16 +179,10 @@ class BiddingData:
 
 
 def training_set(settings: Settings, config: BidderConfig) -> TrainingSet:
-    from features.tables import read_table, snapshot
+    from features.tables import read_required_tables, snapshot
 
     contract = settings.contract_dir
-    tables = {table: read_table(contract, table) for table in CONTRACT_TABLES}
-    for table, frame in tables.items():
-        if frame.is_empty():
-            raise FileNotFoundError(
-                f"{contract / table}: no rows in the contract table {table!r}; "
-                "run `tradewind demo` (or generate and ingest) first"
-            )
+    tables = read_required_tables(contract, CONTRACT_TABLES)
     requests, campaigns = _requests(tables, config)
     context = _context_features(settings, requests, campaigns)
     requests = requests.join(context, on=["campaign_id", "local_date"], how="left")

@@ -40,6 +40,7 @@ from configs.settings import Settings
 from models.recommendation.base import NO_ITEM, Recommender
 from models.recommendation.baselines import EASE, ItemKNN, MostPopular
 from models.recommendation.cold_start import AttributeSimilarity, PopularInMarket
+from models.recommendation.hybrid import rank_within_groups
 from models.recommendation.interactions import Interactions
 from models.recommendation.ranker import LambdaRankRanker
 from models.recommendation.rules import ServingRules
@@ -222,17 +223,11 @@ class RecommenderData:
 
 def build_training_set(settings: Settings, config: RecommenderConfig) -> TrainingSet:
     """Contract tables + Feast -> `RecommenderData`, with the contract digests as lineage."""
-    from features.tables import read_table, snapshot
+    from features.tables import read_required_tables, snapshot
 
     contract = settings.contract_dir
     step = _StepTimer("recommender training set")
-    tables = {name: read_table(contract, name) for name in CONTRACT_TABLES}
-    for name, frame in tables.items():
-        if frame.is_empty():
-            raise ValueError(
-                f"contract table {name!r} under {contract} is empty: run `tradewind demo` (or generate, "
-                "ingest, features build/apply/materialize) first"
-            )
+    tables = read_required_tables(contract, CONTRACT_TABLES)
     users, products, listings = tables["users"], tables["products"], tables["listings"]
     markets = sorted(tables["markets"]["market_id"].to_list())
     market_index = {market: i for i, market in enumerate(markets)}
@@ -693,7 +688,7 @@ def candidates(
     columns = []
     for z in standardised:
         values = z[row_user, items]
-        columns += [values, _rank_in_groups(values, row_user)]
+        columns += [values, rank_within_groups(values, row_user)]
     user_rows = user_features[row_user]
     affinity_rows = affinity[row_user, item_category[items]]
     item_rows = item_market[markets[row_user], items]
@@ -727,15 +722,6 @@ def _csr_row(matrix: sp.csr_matrix, row: int) -> sp.csr_matrix:
         (matrix.data[start:end], matrix.indices[start:end], np.array([0, end - start])),
         shape=(1, matrix.shape[1]),
     )
-
-
-def _rank_in_groups(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """1-based rank of each value within its group (largest first); `groups` sorted ascending."""
-    order = np.lexsort((-values, groups))
-    starts = np.searchsorted(groups, groups[order], side="left")
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.arange(len(values)) - starts + 1
-    return ranks
 
 
 def full_scores(candidate_set: Candidates, ranked: np.ndarray) -> np.ndarray:

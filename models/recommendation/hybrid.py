@@ -187,7 +187,7 @@ class RerankedHybrid(Recommender):
             candidate_scores = scores[row_user, items]
             columns += [
                 (candidate_scores - mean[row_user]) / spread[row_user],
-                _rank_within_groups(candidate_scores, row_user),
+                rank_within_groups(candidate_scores, row_user),
             ]
         columns += [
             self.item_log_popularity_[items],
@@ -246,7 +246,7 @@ class RerankedHybrid(Recommender):
         ).select("position", "item_idx", "item_id", pl.exclude("row", "position", "item_idx", "item_id"))
 
 
-def _rank_within_groups(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def rank_within_groups(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """1-based rank of each value within its group, largest first; `groups` sorted ascending."""
     order = np.lexsort((-values, groups))
     starts = np.searchsorted(groups, groups[order], side="left")
