@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from mlflow.pyfunc import PythonModel
 
 CHALLENGER = "challenger"
+TUNED_ON_TAG = "tradewind.tuned_on"  # "validation", or "holdout" when a family has no validation split
 # a family calls report(step, value) while it fits; tuning turns that into Optuna pruning
 Reporter = Callable[[int, float], None]
 PromotePolicy = Literal["if_first", "always", "never"]
@@ -75,6 +76,9 @@ class TrainedModel:
     artifacts: Mapping[str, str | Path] = field(default_factory=dict)
     extra_requirements: tuple[str, ...] = ()
     learning_curve: Mapping[str, list[float]] = field(default_factory=dict)  # metric -> values per step
+    # the score on a validation split cut before the evaluation holdout, in the primary metric's
+    # direction; tuning optimises it, so the holdout figures stay unseen by the search
+    validation_score: float | None = None
 
 
 @dataclass
@@ -302,6 +306,17 @@ def tune(
                 trained = family.fit(training_set, config, params, report)
                 evaluation = family.evaluate(trained, training_set, config)
                 log_evaluation(evaluation)
+                if trained.validation_score is not None:
+                    mlflow.set_tag(TUNED_ON_TAG, "validation")
+                    log_metrics({"validation_score": trained.validation_score})
+                    return trained.validation_score
+                # no validation split of its own: the search sees the holdout, and the run says so
+                mlflow.set_tag(TUNED_ON_TAG, "holdout")
+                logger.warning(
+                    "%s gives no validation score: trial %d is scored on the evaluation holdout",
+                    family.command,
+                    trial.number,
+                )
                 return evaluation.primary
 
         study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=(), show_progress_bar=True)

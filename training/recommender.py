@@ -1329,6 +1329,8 @@ class RecommenderFamily:
             input_example=input_example,
             extra_requirements=(f"lightgbm=={_version('lightgbm')}", f"scipy=={_version('scipy')}"),
             learning_curve={"ranker_validation_ndcg_at_10": fitted.learning_curve},
+            # label-period users held out from the ranker: before the test period, never the holdout
+            validation_score=fitted.learning_curve[-1] if fitted.learning_curve else None,
         )
 
     def evaluate(

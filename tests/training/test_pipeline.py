@@ -152,6 +152,9 @@ def test_tuning_resumes_its_study_and_trains_with_the_best_trial(settings: Setti
         {str(first.best_params["shrink"])}
     ), "a resumed study replayed the first session's suggestions"
     assert parent.data.metrics["trials"] == 6
+    # the toy family has no validation split: its trials say they were scored on the holdout
+    completed = [run for run in children if run.data.tags.get("optuna.state") != "pruned"]
+    assert completed and {run.data.tags["tradewind.tuned_on"] for run in completed} == {"holdout"}
     tuned = train(settings, family, LineConfig(), use_tuned=True)
     assert tuned.params["shrink"] == pytest.approx(again.best_params["shrink"])
 

@@ -189,6 +189,10 @@ def test_tune_runs_nested_trials_and_resumes(mlflow_settings: Settings) -> None:
     assert len(children) == 2
     # every trial reported validation nDCG while fitting (what the pruner reads)
     assert all("intermediate" in child.data.metrics for child in children)
+    # trials are scored on the ranker's validation users, never on the test period
+    assert {child.data.tags["tradewind.tuned_on"] for child in children} == {"validation"}
+    validation = [child.data.metrics["validation_score"] for child in children]
+    assert first.best_value == pytest.approx(max(validation))
     again = tune(mlflow_settings, FAMILY, 1, config)
     assert again.trials_total == 3
 
