@@ -945,6 +945,8 @@ def fit(
             "dqn_training_return": list(result.curve.training_returns),
             "dqn_validation_return": list(result.curve.validation_returns),
         },
+        # greedy return on episodes generated from the training days, never the held-out days
+        validation_score=float(result.best_validation_return),
     )
 
 

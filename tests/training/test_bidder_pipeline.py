@@ -13,7 +13,7 @@ from configs.settings import Settings
 from training.bidder import FAMILY, BidderConfig, BidderModel
 from training.pipeline import TrainResult, train, tune
 from training.registry import CHAMPION, load_by_alias
-from training.tracking import configure_tracking
+from training.tracking import configure_tracking, tracking_client
 
 # small enough for seconds, large enough that every part runs: 3 held-out days, a short DQN
 TINY_CONFIG = {
@@ -157,6 +157,17 @@ def test_two_trial_tune_resumes(mlflow_settings: Settings) -> None:
     second = tune(mlflow_settings, FAMILY, 1, config)
     assert (first.trials_total, second.trials_total) == (1, 2)  # the second run continued the study
     assert math.isfinite(second.best_value)
+    # trials are scored on validation episodes from the training days, not on the held-out days
+    client = tracking_client()
+    parent = client.get_run(second.parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{second.parent_run_id}'"
+    )
+    assert [child.data.tags["tradewind.tuned_on"] for child in children] == ["validation"]
+    # the study's best is the better of the two trials' validation scores (maximised)
+    assert second.best_value == pytest.approx(
+        max(first.best_value, children[0].data.metrics["validation_score"])
+    )
 
 
 def _flat(metrics: dict, prefix: str = "") -> dict[str, float]:
