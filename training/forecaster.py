@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from mlflow.pyfunc import PythonModel
+from pydantic import Field
 
 from configs import ConfigError, StrictModel
 from configs.settings import Settings
@@ -77,6 +78,8 @@ class SeriesSelection(StrictModel):
 class BacktestConfig(StrictModel):
     folds: int = 3
     step: int | None = None
+    # tuning scores a trial on this many folds that end where the test folds begin
+    validation_folds: int = Field(2, ge=1)
 
 
 class LightGBMParams(StrictModel):
@@ -455,14 +458,29 @@ def lightgbm_factory(data: ForecastData, config: ForecasterConfig, params: Mappi
     return make
 
 
-def _run_backtest(factory: Any, data: ForecastData, config: ForecasterConfig, on_fold: Any = None) -> Any:
-    from training.evaluation.forecast import backtest
+def _run_backtest(
+    factory: Any,
+    data: ForecastData,
+    config: ForecasterConfig,
+    on_fold: Any = None,
+    *,
+    validation: bool = False,
+) -> Any:
+    """The rolling-origin backtest on the test folds, or (`validation`) on the folds that end where
+    the first test fold begins, which tuning scores trials on."""
+    from training.evaluation.forecast import backtest, fold_origins
 
+    frame, folds = data.frame, config.backtest.folds
+    if validation:
+        step = config.backtest.step or config.horizon
+        first_test_origin = fold_origins(data.frame[SPEC.date], config.horizon, folds, step)[0]
+        frame = frame.filter(pl.col(SPEC.date) <= first_test_origin)
+        folds = config.backtest.validation_folds
     return backtest(
         factory,
-        data.frame,
+        frame,
         config.horizon,
-        config.backtest.folds,
+        folds,
         config.backtest.step,
         spec=SPEC,
         attributes=STATIC_COLUMNS,
@@ -478,12 +496,20 @@ def fit(
 
     data: ForecastData = training_set.data
     factory = lightgbm_factory(data, config, params)
+    validation_scores: list[float] = []
+    if report is not None:  # only tuning reports: score it on folds before the test folds
+
+        def on_validation_fold(fold: int, per_series: pl.DataFrame) -> None:
+            validation_scores.append(float(summarize(per_series)["mase"][0]))
+            # the running mean, so a later fold cannot look better by luck alone
+            report(fold, float(np.mean(validation_scores)))
+
+        _run_backtest(factory, data, config, on_validation_fold, validation=True)
+
     scores: list[float] = []
 
     def on_fold(fold: int, per_series: pl.DataFrame) -> None:
         scores.append(float(summarize(per_series)["mase"][0]))
-        if report is not None:  # the running mean, so a later fold cannot look better by luck alone
-            report(fold, float(np.mean(scores)))
 
     started = time.perf_counter()
     result = _run_backtest(factory, data, config, on_fold)
@@ -504,6 +530,7 @@ def fit(
         output_example=model.predict(None, input_example),
         extra_requirements=(),
         learning_curve={"backtest_mase": scores},
+        validation_score=float(np.mean(validation_scores)) if validation_scores else None,
         backtest=result,
         backtest_seconds=backtest_seconds,
         final_model=final,

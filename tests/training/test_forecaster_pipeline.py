@@ -21,6 +21,7 @@ from configs import validate_config
 from configs.settings import Settings
 from training.forecaster import FAMILY, ForecasterConfig, ForecasterModel
 from training.pipeline import TrainResult, _flat, train, tune
+from training.tracking import tracking_client
 
 HORIZON = 14
 # tiny and single-threaded: the test machine's cores are shared
@@ -171,6 +172,14 @@ def test_tune_runs_trials_and_resumes(forecaster_settings: Settings) -> None:
     second = tune(forecaster_settings, FAMILY, 1, config)
     assert (first.trials_total, second.trials_total) == (1, 2)
     assert math.isfinite(second.best_value) and second.best_value > 0
+    # the trial was scored on the validation folds before the test folds, not on the test folds
+    client = tracking_client()
+    parent = client.get_run(second.parent_run_id)
+    (child,) = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{second.parent_run_id}'"
+    )
+    assert child.data.tags["tradewind.tuned_on"] == "validation"
+    assert child.data.metrics["validation_score"] != pytest.approx(child.data.metrics["lightgbm.mase"])
     assert set(second.best_params) == {
         "learning_rate",
         "num_leaves",
