@@ -257,8 +257,11 @@ def tune(
 ) -> TuneResult:
     """Run `trials` more trials of the family's study; each is a nested MLflow run of one parent.
 
-    The training set is built once and shared by the trials. A trial whose reported values fall
-    behind the median of earlier trials at the same step is pruned (Optuna's median pruner).
+    The training set is built once and shared by the trials. A trial is scored on the family's
+    validation split (`TrainedModel.validation_score`), never on the holdout its evaluation reports,
+    unless the family has none (the run is then tagged `tradewind.tuned_on=holdout`). A trial whose
+    reported values fall behind the median of earlier trials at the same step is pruned (Optuna's
+    median pruner). A family's `fit` gets a `report` only while tuning.
     """
     import mlflow
     import optuna
