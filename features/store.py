@@ -303,14 +303,16 @@ def historical_features(
 
 def online_features(
     settings: Settings,
-    service_name: str,
+    service: str | FeatureService,
     entity_rows: list[dict[str, Any]],
     *,
     store: FeatureStore | None = None,
 ) -> dict[str, list[Any]]:
     """The latest materialized features of a service for each entity row, as columns named
-    `<view>__<feature>` (plus the join keys). Pass `store` to reuse one across requests."""
+    `<view>__<feature>` (plus the join keys). Pass `store`, and the `FeatureService` itself rather
+    than its name, to reuse them across requests without a registry lookup each time."""
     store = store or feature_store(settings)
-    service = store.get_feature_service(service_name)
+    if isinstance(service, str):
+        service = store.get_feature_service(service)
     response = store.get_online_features(features=service, entity_rows=entity_rows, full_feature_names=True)
     return response.to_dict()

@@ -32,11 +32,10 @@ class OnlineFeatures:
             return self._store, self._services[name]
 
     def fetch(self, service_name: str, entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        from features.store import online_features
+
         store, service = self._service(service_name)
-        response = store.get_online_features(
-            features=service, entity_rows=entity_rows, full_feature_names=True
-        )
-        return response.to_dict()
+        return online_features(self.settings, service, entity_rows, store=store)
 
     def fetch_many(
         self, service_name: str, requests_rows: list[list[dict[str, Any]]]
