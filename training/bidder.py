@@ -53,6 +53,7 @@ from models.bidding.environment import paced_lambda
 from models.bidding.learning_curve import LearningCurve
 from models.bidding.policy import pacing_features, step_of
 from training.pipeline import Evaluation, Reporter, TrainedModel, TrainingSet
+from training.registry import pinned_requirements
 
 if TYPE_CHECKING:
     import optuna
@@ -940,7 +941,7 @@ def fit(
         python_model=model,
         input_example=example,
         output_example=model.predict(None, example),
-        extra_requirements=_pinned(SERVED_PACKAGES),
+        extra_requirements=pinned_requirements(SERVED_PACKAGES),
         learning_curve={
             "dqn_training_return": list(result.curve.training_returns),
             "dqn_validation_return": list(result.curve.validation_returns),
@@ -1063,23 +1064,6 @@ def evaluate(trained: TrainedModel, training_set: TrainingSet, config: BidderCon
         figures=figures,
         tables={"bidding_evaluation": table},
     )
-
-
-def _pinned(packages: Sequence[str]) -> tuple[str, ...]:
-    import importlib.metadata
-
-    return tuple(f"{package}=={importlib.metadata.version(package)}" for package in packages)
-
-
-def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The metrics that are defined: AUC is not when the held-out impressions hold no click."""
-    return {name: value for name, value in metrics.items() if math.isfinite(value)}
-
-
-def _pinned(packages: Sequence[str]) -> tuple[str, ...]:
-    import importlib.metadata
-
-    return tuple(f"{package}=={importlib.metadata.version(package)}" for package in packages)
 
 
 def _finite(metrics: Mapping[str, float]) -> dict[str, float]:

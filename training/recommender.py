@@ -45,6 +45,7 @@ from models.recommendation.interactions import Interactions
 from models.recommendation.ranker import LambdaRankRanker
 from models.recommendation.rules import ServingRules
 from training.pipeline import Evaluation, Reporter, TrainedModel, TrainingSet
+from training.registry import pinned_requirements
 
 if TYPE_CHECKING:
     import optuna
@@ -1327,7 +1328,7 @@ class RecommenderFamily:
         return TrainedModel(
             python_model=model,
             input_example=input_example,
-            extra_requirements=(f"lightgbm=={_version('lightgbm')}", f"scipy=={_version('scipy')}"),
+            extra_requirements=pinned_requirements(("lightgbm", "scipy")),
             learning_curve={"ranker_validation_ndcg_at_10": fitted.learning_curve},
             # label-period users held out from the ranker: before the test period, never the holdout
             validation_score=fitted.learning_curve[-1] if fitted.learning_curve else None,
@@ -1362,12 +1363,6 @@ class RecommenderFamily:
 
 
 _last_training_set: dict[str, Any] = {}
-
-
-def _version(package: str) -> str:
-    import importlib.metadata
-
-    return importlib.metadata.version(package)
 
 
 FAMILY = RecommenderFamily()

@@ -205,8 +205,13 @@ def _registered_version(version: ModelVersion) -> RegisteredVersion:
     )
 
 
+def pinned_requirements(packages: Sequence[str]) -> tuple[str, ...]:
+    """`package==<version installed here>` for each package: a model's extra requirements."""
+    return tuple(f"{package}=={importlib.metadata.version(package)}" for package in packages)
+
+
 def _requirements(packages: Sequence[str], extra: Sequence[str]) -> list[str]:
-    return [f"{package}=={importlib.metadata.version(package)}" for package in packages] + list(extra)
+    return [*pinned_requirements(packages), *extra]
 
 
 class _DropMessage(logging.Filter):
