@@ -33,6 +33,10 @@ app = typer.Typer(
 )
 features_app = typer.Typer(help="The Feast feature repo: build feature tables, apply, materialize.")
 app.add_typer(features_app, name="features")
+schedule_app = typer.Typer(
+    help="Scheduled retraining (configs/schedule.yaml): run the due jobs, or print crontab / systemd units."
+)
+app.add_typer(schedule_app, name="schedule")
 
 console = Console()
 FuncT = TypeVar("FuncT", bound=Callable[..., Any])
@@ -96,6 +100,10 @@ def generate(
     scale: Annotated[float, typer.Option(help="Multiply users, products, campaigns and auctions.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Override the config's seed.")] = None,
     config: Annotated[Path, typer.Option(help="Simulator config.")] = Path("marketplace"),
+    hold_back_days: Annotated[
+        int,
+        typer.Option(help="Keep the last N days of activity apart as daily raw partitions, for `retrain`."),
+    ] = 0,
 ) -> None:
     """Generate the synthetic marketplace into the data folder's raw/ (ground truth apart)."""
     from configs import load_config
@@ -111,6 +119,14 @@ def generate(
     for name, rows in summary.rows.items():
         table.add_row(name, f"{rows:,}")
     console.print(table)
+    if hold_back_days:
+        from features.simulator.partitions import hold_back_days as hold_back
+
+        held = hold_back(settings.raw_dir, hold_back_days)
+        console.print(
+            f"held back {len(held)} daily partitions ({held[0]} .. {held[-1]}): "
+            "`tradewind ingest --partition generated`, then `tradewind retrain MODEL` takes one a run"
+        )
 
 
 def print_ingest_report(report: Any, seconds: float) -> None:
@@ -193,6 +209,50 @@ def ingest(
         report = run_ingest(settings, source, partition=partition)
     print_ingest_report(report, time.perf_counter() - started)
     console.print(f"contract tables: {settings.contract_dir}\nquarantine:      {settings.quarantine_dir}")
+
+
+@app.command("forget-user")
+@clear_errors
+def forget_user(
+    user_id: Annotated[str, typer.Argument(help="The user's id, as in the contract table users.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "erasure request",
+    requested_by: Annotated[
+        str | None, typer.Option(help="Who asked (kept in the audit log; default: the OS user).")
+    ] = None,
+) -> None:
+    """Remove a user from the contract, raw, quarantine and feature tables and the online store; serve
+    them as an unknown user from then on; audit it in <data dir>/privacy/audit.jsonl (by digest).
+
+    Forgetting twice is fine (nothing more to remove). An id found nowhere is still audited, with zero
+    counts, and put on the forgotten list. MLflow history is left as it is (see the README).
+    """
+    import getpass
+
+    from features.forget import forget_user as run_forget
+
+    settings = _settings()
+    try:
+        report = run_forget(settings, user_id, requested_by=requested_by or getpass.getuser(), reason=reason)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    if report.status == "not_found":
+        console.print(
+            f"user {user_id!r}: no data found in {settings.root} ({report.places_checked} places checked); "
+            "audited and put on the forgotten list"
+        )
+    elif report.status == "already_forgotten":
+        console.print(f"user {user_id!r} was forgotten before: nothing left to remove")
+    else:
+        table = Table(title=f"Forgot user {user_id!r} in {settings.root}", title_justify="left")
+        table.add_column("place")
+        table.add_column("removed", justify="right")
+        table.add_column("what")
+        for removal in report.removals:
+            table.add_row(removal.place, f"{removal.count:,}", removal.unit)
+        console.print(table)
+        console.print(f"{report.total:,} rows and keys removed from {report.places_checked} places checked")
+    console.print(f"audit: {report.audit_path} (user digest {report.user_digest[:16]}...)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,6 +345,53 @@ def print_train_result(result: Any) -> None:
 
 @app.command()
 @clear_errors
+def retrain(
+    model: ModelArgument,
+    partition: Annotated[
+        str | None, typer.Option(help="Raw partition to take in (default: the oldest not yet ingested).")
+    ] = None,
+    config: ConfigOption = None,
+    tuned: Annotated[
+        bool, typer.Option("--tuned", help="Train with the best trial of `tradewind tune`.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Retrain even if this partition was retrained already.")
+    ] = False,
+) -> None:
+    """Ingest new data, train a challenger, promote it only if it beats the champion (configs/retrain.yaml).
+
+    Exit codes: 0 promoted, refused or already done; 3 another retrain of MODEL is running; 1 a step
+    failed (the champion is untouched; the MLflow run says which step).
+    """
+    from training.families import family
+    from training.pipeline import load_family_config
+    from training.retrain import RetrainLocked
+    from training.retrain import retrain as run_retrain
+
+    chosen = family(model)
+    try:
+        result = run_retrain(
+            _settings(),
+            chosen,
+            partition=partition,
+            config=load_family_config(chosen, config),
+            force=force,
+            use_tuned=tuned,
+        )
+    except RetrainLocked as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(3) from None
+    console.print(f"retrain {model} partition {result.partition or '(none)'}: {result.decision}")
+    for reason in result.reasons:
+        console.print(f"  {reason}")
+    console.print(
+        f"champion: version {result.champion_version}; challenger: version {result.challenger_version}; "
+        f"MLflow run {result.run_id} ({result.seconds:.1f} s)"
+    )
+
+
+@app.command()
+@clear_errors
 def tune(
     model: ModelArgument,
     trials: Annotated[int, typer.Option(help="Trials to run now (the study resumes where it stopped).")] = 10,
@@ -307,11 +414,183 @@ def tune(
     console.print(f"MLflow parent run {result.parent_run_id}; train with it: tradewind train {model} --tuned")
 
 
+@app.command()
+@clear_errors
+def monitor(
+    model: ModelArgument,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Monitoring config (default: configs/monitoring.yaml).")
+    ] = None,
+    exit_code: Annotated[
+        bool,
+        typer.Option("--exit-code", help="Exit 4 when a retrain is advised (for scripts and the schedule)."),
+    ] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
+) -> None:
+    """Drift (PSI) of the champion's features and predictions and its live accuracy; whether to retrain.
+
+    One MLflow run `monitor-MODEL` with the PSI per feature, plots and the report. Exit codes: 0 (also
+    when a retrain is advised, unless --exit-code: then 4), 2 bad input or no champion.
+    """
+    import json
+
+    from training.families import family
+    from training.monitoring import NoChampion, load_monitoring_config
+    from training.monitoring import monitor as run_monitor
+    from training.schedule import RETRAIN_ADVISED_EXIT
+
+    monitoring_config = load_monitoring_config(str(config) if config else None)
+    try:
+        result = run_monitor(_settings(), family(model), monitoring_config)
+    except NoChampion as error:
+        if not exit_code:
+            raise
+        console.print(f"{error}: retrain advised (it trains the first champion)")
+        raise typer.Exit(RETRAIN_ADVISED_EXIT) from None
+    print_monitor_result(result)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
+    if exit_code and result.should_retrain:
+        raise typer.Exit(RETRAIN_ADVISED_EXIT)
+
+
+def print_monitor_result(result: Any) -> None:
+    rows = [*result.predictions, *result.features]
+    table = Table(title=f"{result.model}: PSI ({result.window.describe()})", title_justify="left")
+    for header in ("name", "status", "PSI", "reference rows", "current rows"):
+        table.add_column(header, justify="right" if header != "name" else "left")
+    for row in rows:
+        if row.kind == "prediction" or row.status in ("warn", "alert"):
+            psi = "n/a" if row.psi is None else f"{row.psi:.3f}"
+            table.add_row(row.name, row.status, psi, str(row.reference_rows), str(row.current_rows))
+    console.print(table)
+    counts = {
+        status: sum(row.status == status for row in result.features) for status in ("ok", "warn", "alert")
+    }
+    skipped = sum(row.status == "skipped" for row in result.features)
+    console.print(
+        f"features: {counts['ok']} ok, {counts['warn']} warn, {counts['alert']} alert, "
+        f"{skipped} skipped (too few rows)"
+    )
+    live = result.live
+    value = "n/a" if live.value is None else f"{live.value:.4g}"
+    trained = "n/a" if live.training_value is None else f"{live.training_value:.4g}"
+    change = "" if live.error_change is None else f", {live.error_change:+.1%} worse"
+    console.print(
+        f"live {live.metric}: {value} vs {trained} at training ({live.training_metric}){change}; "
+        f"{live.observations} observations; {live.since}"
+    )
+    if live.note:
+        console.print(f"  note: {live.note}")
+    verdict = "RETRAIN" if result.should_retrain else "no retrain needed"
+    console.print(f"champion version {result.champion_version}: {verdict}")
+    for reason in result.reasons:
+        console.print(f"  {reason}")
+    console.print(f"MLflow run {result.run_id} ({result.seconds:.1f} s)")
+
+
+ScheduleOption = Annotated[
+    Path | None, typer.Option("--config", help="Schedule config (default: configs/schedule.yaml).")
+]
+
+
+@schedule_app.command("run")
+@clear_errors
+def schedule_run(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run what is due now and exit (for cron/systemd).")
+    ] = False,
+    config: ScheduleOption = None,
+) -> None:
+    """Run due jobs one at a time as subprocesses; a failed one is retried next tick (see history.jsonl)."""
+    from training.schedule import FAILED, load_schedule, run_forever, runner_lock, tick
+
+    settings = _settings()
+    schedule = load_schedule(config)
+    if not once:
+        run_forever(settings, schedule, report=console.print)
+        return
+    with runner_lock(settings) as held:
+        if not held:
+            console.print("another `tradewind schedule run` holds the runner lock: nothing done")
+            return
+        records = tick(settings, schedule, report=console.print)
+    if not records:
+        console.print("no job due")
+    if any(record["status"] in FAILED for record in records):
+        raise typer.Exit(1)
+
+
+@schedule_app.command("status")
+@clear_errors
+def schedule_status(config: ScheduleOption = None) -> None:
+    """Each job's cadence, latest and next occurrence, state and last run."""
+    from datetime import UTC, datetime
+
+    from training.schedule import job_state, load_schedule, next_occurrence, read_history
+
+    settings = _settings()
+    schedule = load_schedule(config)
+    history = read_history(settings)
+    now = datetime.now(UTC)
+    console.print(f"schedule: {len(schedule.jobs)} jobs, cadences in {schedule.timezone}; times below in UTC")
+    for job in schedule.jobs:
+        state = job_state(job, history, now, schedule.timezone)
+        last = state.last
+        last_text = (
+            f"last run {last['status']} (exit {last['exit_code']}) at {last['started'][:16]}, "
+            f"log {last['log']}"
+            if last
+            else "never run"
+        )
+        console.print(
+            f"{job.name}: {job.when} retrain of {job.model} at '{job.cadence}'; "
+            f"occurrence {state.occurrence:%Y-%m-%d %H:%M}: {state.summary}; {last_text}; "
+            f"next {next_occurrence(job, now, schedule.timezone):%Y-%m-%d %H:%M}",
+            soft_wrap=True,
+        )
+
+
+@schedule_app.command("crontab")
+@clear_errors
+def schedule_crontab(config: ScheduleOption = None) -> None:
+    """Print a crontab that ticks `tradewind schedule run --once` every minute (`... | crontab -`)."""
+    from training.schedule import crontab_text, load_schedule
+
+    sys.stdout.write(crontab_text(_settings(), load_schedule(config), config))
+
+
+@schedule_app.command("systemd")
+@clear_errors
+def schedule_systemd(
+    config: ScheduleOption = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Write the two unit files here instead of printing them.")
+    ] = None,
+) -> None:
+    """Print (or write) tradewind-schedule.service and .timer: a oneshot tick every minute."""
+    from training.schedule import load_schedule, systemd_units
+
+    units = systemd_units(_settings(), load_schedule(config), config)
+    for name, text in units.items():
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / name).write_text(text)
+            console.print(f"wrote {output_dir / name}")
+        else:
+            sys.stdout.write(f"# ---- {name}\n{text}\n")
+    if output_dir is not None:
+        console.print(
+            "install: copy both to /etc/systemd/system/, then systemctl enable --now tradewind-schedule.timer"
+        )
+
+
 BENCHMARKS = {
     "recommender": "benchmarks.recommender",
     "forecaster": "benchmarks.forecaster",
     "bidder": "benchmarks.bidder",
     "serving": "benchmarks.serving",
+    "soak": "benchmarks.soak",
 }
 
 
@@ -321,7 +600,7 @@ BENCHMARKS = {
 )
 def benchmark(
     ctx: typer.Context,
-    what: Annotated[str, typer.Argument(help="recommender, forecaster, bidder or serving.")],
+    what: Annotated[str, typer.Argument(help="recommender, forecaster, bidder, serving or soak.")],
 ) -> None:
     """Run a benchmark and print its table; options go to it (`tradewind benchmark recommender --help`)."""
     import importlib

@@ -99,6 +99,24 @@ class Evaluation:
         return float(value)
 
 
+@dataclass(frozen=True)
+class HoldoutComparison:
+    """The champion and a challenger scored on the same latest holdout: what the retraining gate
+    (training/retrain.py) decides on."""
+
+    metric: str  # e.g. "ndcg@10", "wape", "pct_of_optimum"
+    higher_is_better: bool
+    champion: float
+    challenger: float
+    holdout: str  # what was scored, in words: period, users / series / days, rows
+    details: Mapping[str, float] = field(default_factory=dict)  # logged beside the two scores
+
+    def improvement(self) -> float:
+        """The challenger's relative gain over the champion, positive when it is better."""
+        gain = self.challenger - self.champion if self.higher_is_better else self.champion - self.challenger
+        return gain / max(abs(self.champion), 1e-12)
+
+
 class Family(Protocol):
     """What a model family provides; `training.recommender`, `.forecaster` and `.bidder` each
     define one."""
@@ -123,6 +141,18 @@ class Family(Protocol):
     def default_params(self, config: Any) -> dict[str, Any]: ...
 
     def search_space(self, trial: optuna.Trial, config: Any) -> dict[str, Any]: ...
+
+    def compare_on_holdout(
+        self,
+        champion: PythonModel,
+        challenger: PythonModel,
+        challenger_params: Mapping[str, Any],
+        training_set: TrainingSet,
+        config: Any,
+    ) -> HoldoutComparison:
+        """Score the serving champion and a challenger, both as loaded from the registry, on the
+        latest holdout of `training_set`, with the same metric; neither may have seen it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -151,6 +181,7 @@ def train(
     promote_policy: PromotePolicy = "if_first",
     training_set: TrainingSet | None = None,
     run_name: str | None = None,
+    nested: bool = False,
 ) -> TrainResult:
     """Train, evaluate, log and (by default) register one model of `family`.
 
@@ -158,6 +189,7 @@ def train(
     `use_tuned` is set, overlaid by `params`. The new version gets `champion` when no version holds
     it yet (or always, with `promote_policy="always"`), else `challenger`: moving the champion past a
     version that is already serving is the retraining gate's decision, not a side effect of training.
+    `nested` makes the run a child of the active one (a retrain's parent run).
     """
     config = config if config is not None else load_family_config(family)
     chosen = dict(family.default_params(config))
@@ -165,7 +197,7 @@ def train(
         chosen.update(best_tuned_params(settings, family))
     chosen.update(params or {})
     started = time.perf_counter()
-    with tracked_run(settings, run_name or f"train-{family.command}", family.name) as run:
+    with tracked_run(settings, run_name or f"train-{family.command}", family.name, nested=nested) as run:
         training_set = training_set or family.training_set(settings, config)
         _log_inputs(family, config, chosen, training_set)
         trained = family.fit(training_set, config, chosen, None)
