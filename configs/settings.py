@@ -87,6 +87,12 @@ class Settings(StrictModel):
         return f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
 
     @property
+    def ray_address(self) -> str | None:
+        """The Ray cluster that training and serving use: `scaleout.ray_address` in scale-out mode,
+        None in embedded mode (each run starts a local Ray of its own)."""
+        return self.scaleout.ray_address if self.mode == "scaleout" else None
+
+    @property
     def mlflow_artifact_root(self) -> Path:
         return self.root / "mlflow" / "artifacts"
 

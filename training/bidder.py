@@ -26,6 +26,10 @@ The served model (`BidderModel.answer`): pCTR from the request context through t
 numpy row and the calibration map as a table (no pandas, no torch), lambda from the campaign state
 through the Q-network's greedy action in numpy, bid = pCTR / lambda in the campaign's currency per
 impression, cut to the budget left (0 once spent).
+
+Retraining gate (`compare_on_holdout`): the champion's and a challenger's DQN policies, each with its
+own click model, replayed on the same held-out days and credited with the same clicks (see
+`compare_served_models`), scored as % of the hindsight optimum.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from models.bidding.dqn import GreedyActor
 from models.bidding.environment import paced_lambda
 from models.bidding.learning_curve import LearningCurve
 from models.bidding.policy import pacing_features, step_of
-from training.pipeline import Evaluation, Reporter, TrainedModel, TrainingSet
+from training.pipeline import Evaluation, HoldoutComparison, Reporter, TrainedModel, TrainingSet
 from training.registry import pinned_requirements
 
 if TYPE_CHECKING:
@@ -380,16 +384,20 @@ class CampaignDays:
     test: list[AuctionDay]
 
 
-def campaign_days(data: BiddingData, pctr: np.ndarray) -> dict[str, CampaignDays]:
+def campaign_days(
+    data: BiddingData, pctr: np.ndarray, test_credit: np.ndarray | None = None
+) -> dict[str, CampaignDays]:
     """Each campaign's train and test days with the bidder's pCTR (one per request row with a role).
 
-    Train days credit the pCTR (what a bidder could know); test days credit the truth when known."""
+    Train days credit the pCTR (what a bidder could know); test days credit the truth when known,
+    else the pCTR, or `test_credit` (one per row with a role) when given."""
     rows = data.requests.filter(pl.col("role").is_not_null()).with_columns(pctr=pl.Series(pctr))
+    test_value = pl.col("credit").fill_null(pl.col("pctr"))
+    if test_credit is not None:
+        rows = rows.with_columns(test_credit=pl.Series(test_credit, dtype=pl.Float64))
+        test_value = pl.col("test_credit")
     rows = rows.with_columns(
-        pl.when(pl.col("role") == "test")
-        .then(pl.col("credit").fill_null(pl.col("pctr")))
-        .otherwise(pl.col("pctr"))
-        .alias("credit")
+        pl.when(pl.col("role") == "test").then(test_value).otherwise(pl.col("pctr")).alias("credit")
     )
     days: dict[str, CampaignDays] = {}
     for campaign_id, info in data.campaigns.items():
@@ -892,6 +900,17 @@ class BidderFamily:
     def default_params(self, config: BidderConfig) -> dict[str, Any]:
         return {}
 
+    def compare_on_holdout(
+        self,
+        champion: BidderModel,
+        challenger: BidderModel,
+        challenger_params: Mapping[str, Any],
+        training_set: TrainingSet,
+        config: BidderConfig,
+    ) -> HoldoutComparison:
+        """% of the hindsight optimum of both served DQN policies on the challenger's held-out days."""
+        return compare_served_models(champion, challenger, training_set.data, config)
+
     def search_space(self, trial: optuna.Trial, config: BidderConfig) -> dict[str, Any]:
         return search_space(trial, config)
 
@@ -991,31 +1010,104 @@ def policy_factories(
         ),
         "fixed_lambda": lambda f, c: FixedLambda(prior(f, c), n_steps),
         "pid": lambda f, c: PIDPacing(prior(f, c), n_steps=n_steps),
-        DQN_POLICY: lambda f, c: DQNBidPolicy(model.actor_weights, prior(f, c), agent),  # type: ignore[arg-type]
+        DQN_POLICY: lambda f, c: (
+            DQNBidPolicy(model.actor_weights, prior(f, c), agent)  # type: ignore[arg-type]
+            if c in model.campaigns
+            else ConstantBid(0.0, n_steps)  # serving refuses a campaign the model does not know
+        ),
     }
 
 
 def evaluate_policies(
-    model: BidderModel, data: BiddingData, config: BidderConfig, source: str = "synthetic"
+    model: BidderModel,
+    data: BiddingData,
+    config: BidderConfig,
+    source: str = "synthetic",
+    *,
+    policies: Sequence[str] | None = None,
+    test_credit: np.ndarray | None = None,
 ) -> BiddingEvaluation:
-    """Every bidder on the held-out days of every campaign (training.evaluation.bidding)."""
+    """Every bidder (or only `policies`) on the held-out days of every campaign
+    (training.evaluation.bidding), bidding with the model's own pCTR; `test_credit` replaces what
+    won test impressions are credited with (see `campaign_days`)."""
     from training.evaluation.bidding import evaluate_bidding
 
-    days = campaign_days(data, model.click_model.predict(bidder_rows(data)))
+    days = campaign_days(data, model.click_model.predict(bidder_rows(data)), test_credit)
     test_days, groups = [], []
     for campaign_id in sorted(days):
         for day in days[campaign_id].test:
             test_days.append(day)
             groups.append(campaign_id)
+    factories = policy_factories(
+        model, days, config.evaluation.auction_type, config.evaluation.tuning_grid_size
+    )
+    if policies is not None:
+        factories = {name: factories[name] for name in policies}
     return evaluate_bidding(
         source,
         test_days,
-        policy_factories(model, days, config.evaluation.auction_type, config.evaluation.tuning_grid_size),
+        factories,
         budget_fractions=config.evaluation.budget_fractions,
         auction_type=config.evaluation.auction_type,
         day_groups=groups,
         replay=config.evaluation.replay,
     )
+
+
+def compare_served_models(
+    champion: BidderModel, challenger: BidderModel, data: BiddingData, config: BidderConfig
+) -> HoldoutComparison:
+    """The serving champion and a challenger, as loaded from the registry, on `data`'s held-out days.
+
+    Each model's DQN policy bids with its own click model (as it would serve) through the shared
+    replay on the same requests, prices and budgets (evaluation.budget_fractions of each day's
+    unconstrained spend); won impressions are credited alike for both: with the simulator's true
+    click probability when known, else with the mean of the two models' pCTRs (neither model's own
+    estimate then decides what a click was). Score: the % of the hindsight optimum (the same optimum
+    for both), averaged over the budget fractions, as `evaluate`'s primary metric. A campaign a
+    model does not know gets no bids from it: serving refuses it."""
+    rows = bidder_rows(data)
+    is_test = (rows["role"] == "test").to_numpy()
+    if not is_test.any():
+        raise ValueError("the bidding training set has no held-out (role 'test') requests to compare on")
+    pctr = {
+        "champion": champion.click_model.predict(rows),
+        "challenger": challenger.click_model.predict(rows),
+    }
+    shared = (pctr["champion"] + pctr["challenger"]) / 2.0
+    truth = rows["credit"].to_numpy().astype(np.float64)  # NaN where the truth is not known
+    credit = np.where(np.isnan(truth), shared, truth)
+    evaluations = {
+        role: evaluate_policies(model, data, config, policies=(DQN_POLICY,), test_credit=credit)
+        for role, model in (("champion", champion), ("challenger", challenger))
+    }
+    details: dict[str, float] = {}
+    for role, evaluation in evaluations.items():
+        for fraction in evaluation.budget_fractions():
+            row = evaluation.row(fraction, DQN_POLICY)
+            key = f"f1_{round(1 / fraction)}"
+            details[f"clicks.{key}.{role}"] = row.clicks
+            details[f"spend_over_budget.{key}.{role}"] = row.spend / row.budget if row.budget > 0 else 0.0
+    for role, model in (("champion", champion), ("challenger", challenger)):
+        details[f"unknown_campaigns.{role}"] = float(sum(c not in model.campaigns for c in data.campaigns))
+    test = rows.filter(is_test)
+    days = test.select("campaign_id", "local_date").unique()
+    credited = (
+        "true click probability"
+        if not np.isnan(truth[is_test]).any()
+        else "two models' mean pCTR where the truth is unknown"
+    )
+    fractions = ", ".join(f"1/{round(1 / fraction)}" for fraction in config.evaluation.budget_fractions)
+    holdout = (
+        f"{days.height} held-out campaign-days ({days['campaign_id'].n_unique()} campaigns, "
+        f"{test['local_date'].min()} to {test['local_date'].max()}), {test.height} requests, budgets "
+        f"{fractions} of each day's unconstrained spend, clicks credited with the {credited}"
+    )
+    details.update(days=float(days.height), requests=float(test.height))
+    champion_score, challenger_score = (
+        evaluations[role].mean_pct_of_optimum(DQN_POLICY) for role in ("champion", "challenger")
+    )
+    return HoldoutComparison("pct_of_optimum", True, champion_score, challenger_score, holdout, details)
 
 
 def click_metrics(model: BidderModel, data: BiddingData) -> dict[str, dict[str, float]]:

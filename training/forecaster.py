@@ -5,10 +5,11 @@ Training set: units per product x market per market-local day, from the contract
 (listing price less the promotion running that day), the promotion's discount, and the USD value of
 the listing currency that day (fx_rates), so the model sees the FX-normalised price; the category
 as a static feature; and each market's public holidays and shopping events (from its country, the
-same calendars the simulator uses). The `series.top_n` biggest sellers are modelled by the global
-LightGBM (`models.forecasting.GlobalLightGBM`: direct horizon buckets, Tweedie, conformal
-quantiles); every other listed product x market gets a seasonal-naive forecast, so serving knows
-every listed pair.
+same calendars the simulator uses). The data ends on the last day that is over in every market's
+time zone (the newest, still-running day would look like a slump). The `series.top_n` biggest
+sellers are modelled by the global LightGBM (`models.forecasting.GlobalLightGBM`: direct horizon
+buckets, Tweedie, conformal quantiles); every other listed product x market gets a seasonal-naive
+forecast, so serving knows every listed pair.
 
 The model is trained once per rolling origin (the backtest, which reports each fold's MASE so Optuna
 can prune) and once on all the data; the served model holds the forecast from that last origin,
@@ -43,7 +44,7 @@ from pydantic import Field
 from configs import ConfigError, StrictModel
 from configs.settings import Settings
 from models.forecasting.series import FORECAST_VALUE_COLUMNS, SeriesSpec, complete_grid
-from training.pipeline import Evaluation, Reporter, TrainedModel, TrainingSet
+from training.pipeline import Evaluation, HoldoutComparison, Reporter, TrainedModel, TrainingSet
 
 if TYPE_CHECKING:
     import optuna
@@ -173,6 +174,30 @@ def _daily_units(settings: Settings) -> pl.DataFrame:
     return both.group_by("product_id", "market_id", "date").agg(pl.col("units").sum()).collect()
 
 
+def _last_complete_day(settings: Settings) -> date | None:
+    """The last market-local day that is over in every market, by the newest event's time.
+
+    The day the newest event falls on is still running in some market's time zone (a delivery of
+    UTC days ends in the evening of New York's day and the morning of Tokyo's): its units are a
+    part of the day's, and would read as a slump to the lags and as actuals to the retraining gate.
+    None when there are no events (daily sales are whole days already).
+    """
+    from features.tables import scan_table
+
+    newest = (
+        scan_table(settings.contract_dir, "events")
+        .filter(pl.col("event_ts").is_not_null())
+        .select(pl.col("event_ts").max())
+        .collect()
+        .item()
+    )
+    if newest is None:
+        return None
+    zones = scan_table(settings.contract_dir, "markets").select("timezone").collect()["timezone"]
+    stamp = pl.Series([newest])
+    return min(stamp.dt.convert_time_zone(zone).dt.date()[0] for zone in zones) - timedelta(days=1)
+
+
 def _covariates(settings: Settings, grid: pl.DataFrame) -> pl.DataFrame:
     """Price (listing price less the day's promotion), discount and the listing currency's USD rate."""
     from features.tables import read_table
@@ -225,6 +250,12 @@ def build_forecast_data(settings: Settings, config: ForecasterConfig) -> Forecas
             "(run `tradewind demo`, or `tradewind ingest`)"
         )
     last = daily["date"].max()
+    complete = _last_complete_day(settings)
+    if complete is not None and complete < last:
+        daily = daily.filter(pl.col("date") <= complete)
+        if daily.height == 0:
+            raise ValueError(f"{settings.contract_dir}: no sales up to {complete}, the last complete day")
+        last = complete
     if config.history_days:
         daily = daily.filter(pl.col("date") > last - timedelta(days=config.history_days))
     totals = daily.group_by("product_id", "market_id").agg(
@@ -260,9 +291,7 @@ def build_forecast_data(settings: Settings, config: ForecasterConfig) -> Forecas
     truth, extra_units = None, 0.0
     if config.oracle and (settings.truth_dir / "demand").is_dir():
         truth, extra_units = _oracle_truth(settings, chosen.select(keys))
-    ray_address = config.prophet.ray_address or (
-        settings.scaleout.ray_address if settings.mode == "scaleout" else None
-    )
+    ray_address = config.prophet.ray_address or settings.ray_address
     return ForecastData(frame, future, others, unsold, events, last, truth, extra_units, ray_address)
 
 
@@ -391,6 +420,27 @@ class ForecasterModel(PythonModel):
             "first_forecast_date": self.dates[0],
             "top_features": self.top_features,
         }
+
+    def forecast_frame(self, days: int | None = None) -> pl.DataFrame:
+        """Every series' served forecast for the first `days` days (default: the horizon), as
+        product_id, market_id, date, mean, p10, p50, p90: the numbers `answer` slices."""
+        days = self.horizon if days is None else days
+        if not 1 <= days <= self.horizon:
+            raise ValueError(f"days: {days} is outside 1..{self.horizon}, the trained maximum")
+        keys = sorted(self.row_of, key=self.row_of.__getitem__)
+        block = self.values[:, :days].reshape(-1, self.values.shape[2])
+        dates = [date.fromisoformat(day) for day in self.dates[:days]]
+        return pl.DataFrame(
+            [
+                pl.Series("product_id", [product for product, _ in keys for _ in dates], pl.String),
+                pl.Series("market_id", [market for _, market in keys for _ in dates], pl.String),
+                pl.Series("date", dates * len(keys), pl.Date),
+                *(
+                    pl.Series(name, block[:, column], pl.Float64)
+                    for column, name in enumerate(FORECAST_VALUE_COLUMNS)
+                ),
+            ]
+        )
 
     # MLflow's generic path: one input row per request, one output row per product and day
     def predict(
@@ -573,6 +623,14 @@ def _fallback_forecast(data: ForecastData, config: ForecasterConfig, naive_class
     )
 
 
+def _served_quantiles(values: np.ndarray) -> np.ndarray:
+    """Mean, p10, p50, p90 on the last axis, as served: quantiles clipped at zero and ordered
+    (p10 <= p50 <= p90) whatever the source."""
+    values = values.copy()
+    values[..., 1:] = np.sort(np.clip(values[..., 1:], 0.0, None), axis=-1)
+    return values
+
+
 def _forecast_arrays(
     lightgbm: pl.DataFrame, fallback: pl.DataFrame, horizon: int
 ) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
@@ -596,8 +654,7 @@ def _forecast_arrays(
         .to_numpy()
         .reshape(series.height, horizon, len(FORECAST_VALUE_COLUMNS))
     )
-    # quantiles stay ordered whatever the source: p10 <= p50 <= p90
-    values[:, :, 1:] = np.sort(np.clip(values[:, :, 1:], 0.0, None), axis=2)
+    values = _served_quantiles(values)
     keys = list(zip(series["product_id"].to_list(), series["market_id"].to_list(), strict=True))
     return keys, values, series["_lgb"].to_numpy()
 
@@ -909,6 +966,157 @@ def _contributions(trained: ForecasterTrained, data: ForecastData, config: Forec
     )
 
 
+# -- the retraining gate ------------------------------------------------------------------------
+
+GATE_METRIC = "mase"  # the family's primary metric, on the champion's live window
+
+
+def _holdout_fold(
+    factory: Any, frame: pl.DataFrame, origin: date, days: int, attributes: Sequence[str]
+) -> pl.DataFrame:
+    """One fold of the family's rolling-origin backtest, its origin at `origin`: refit on the rows up
+    to it, forecast the `days` after it with their known covariates."""
+    from training.evaluation.forecast import backtest
+
+    result = backtest(
+        factory,
+        frame.filter(pl.col(SPEC.date) <= origin + timedelta(days=days)),
+        days,
+        1,
+        spec=SPEC,
+        attributes=attributes,
+    )
+    trained_through = result.folds["train_end"][0]
+    if trained_through != origin:  # the grid has every day, so the only fold starts there
+        raise RuntimeError(f"holdout fold trained through {trained_through}, not the origin {origin}")
+    return result.forecasts
+
+
+def compare_on_holdout(
+    champion: ForecasterModel,
+    challenger: ForecasterModel,
+    challenger_params: Mapping[str, Any],
+    training_set: TrainingSet,
+    config: ForecasterConfig,
+) -> HoldoutComparison:
+    """The champion's live accuracy against the challenger's procedure, on the days since the
+    champion was trained.
+
+    The holdout is the days of the challenger's training set after the champion's `last_date`
+    (capped at both horizons): the actuals that arrived since the champion was trained, so the one
+    window neither model was fitted on. The champion is scored by its served forecasts
+    (`ForecasterModel.forecast_frame`, the arrays `answer` slices). The registered challenger cannot
+    be scored there: it was fitted on all the data, its forecasts start after the newest day, which
+    has no actuals yet. So the challenger's procedure (its params and `config`) is refit at the
+    champion's origin on the history up to it, by one fold of the family's own backtest
+    (`training.evaluation.forecast.backtest`), LightGBM series and seasonal-naive fallback series
+    alike, and post-processed as served: the same information set, window and metric. The
+    registered challenger is checked by the gate's smoke request, and here that it was trained on
+    `training_set`. As in the backtest, which series LightGBM models is chosen on the challenger's
+    whole training set (the actuals of the window decide the selection, never a forecast).
+
+    Scored: every series both forecast (the champion's rows, LightGBM or seasonal naive, that the
+    procedure forecasts too) with history at the origin; series first sold in the window are
+    left out (neither model could know them). MASE (the family's primary metric, scaled by each
+    series' in-sample seasonal-naive error up to the origin, so it stays meaningful on a few days);
+    WAPE, bias and coverage80 of both in `details`. Days are whole market-local days only
+    (`build_forecast_data` stops at the last day over in every market).
+
+    Raises `training.pipeline.NoHoldout` when no day of actuals follows the champion's last day
+    (the gate refuses then: nothing shows the challenger is better).
+    """
+    from models.forecasting import SeasonalNaive
+    from training.evaluation.forecast import series_metrics, summarize
+    from training.pipeline import NoHoldout
+
+    for role, model in (("champion", champion), ("challenger", challenger)):
+        if not isinstance(model, ForecasterModel):
+            raise TypeError(f"{role}: a {type(model).__name__}, not a {ForecasterModel.__name__}")
+    data: ForecastData = training_set.data
+    if challenger.last_date != data.last_date:
+        raise ValueError(
+            f"challenger trained through {challenger.last_date}, but the training set ends on "
+            f"{data.last_date}: it is not the challenger's"
+        )
+    origin = champion.last_date
+    days = min(champion.horizon, config.horizon, (data.last_date - origin).days)
+    if days < 1:
+        raise NoHoldout(
+            f"no actuals after the champion's last day {origin}: the training set ends on {data.last_date}"
+        )
+    end = origin + timedelta(days=days)
+    keys, on = list(SPEC.keys), [*SPEC.keys, SPEC.date]
+
+    factory = lightgbm_factory(data, config, challenger_params)
+    procedure = [_holdout_fold(factory, data.frame, origin, days, STATIC_COLUMNS)]
+    if data.others.height:
+        # no price on the fallback grid: the backtest's revenue weights (unused here) then count nothing
+        others = data.others.with_columns(pl.lit(None, pl.Float64).alias(SPEC.price))
+        procedure.append(_holdout_fold(lambda: SeasonalNaive(SPEC), others, origin, days, ()))
+    values = list(FORECAST_VALUE_COLUMNS)
+    refit = pl.concat([part.select(*on, *values) for part in procedure], how="vertical_relaxed")
+    refit = refit.with_columns(
+        pl.DataFrame(_served_quantiles(refit.select(values).to_numpy()), schema=values)
+    )
+    served = champion.forecast_frame(days)
+
+    everything = pl.concat([data.frame, data.others], how="diagonal_relaxed")
+    history = everything.filter(pl.col(SPEC.date) <= origin)
+    scored = (
+        served.select(keys)
+        .unique()
+        .join(refit.select(keys).unique(), on=keys)
+        .join(history.select(keys).unique(), on=keys)
+    )
+    actual = everything.filter(pl.col(SPEC.date) > origin, pl.col(SPEC.date) <= end).join(scored, on=keys)
+    if actual.height == 0:
+        raise NoHoldout(f"no series forecast by both models has actuals between {origin} and {end}")
+    history = history.join(scored, on=keys)
+
+    scores = {}
+    for role, forecast in (("champion", served), ("challenger", refit)):
+        covered = actual.join(forecast, on=on, how="semi").height
+        if covered != actual.height:
+            raise RuntimeError(f"{role} forecasts {covered} of the holdout's {actual.height} rows")
+        scores[role] = summarize(series_metrics(forecast, actual, history, SPEC)).row(0, named=True)
+
+    first, last = actual[SPEC.date].min(), actual[SPEC.date].max()
+    lightgbm_rows = set(data.frame.select(keys).unique().iter_rows())
+    series = scored.height
+    by_lightgbm = sum(key in lightgbm_rows for key in scored.iter_rows())
+    champion_lightgbm = sum(bool(champion.from_lightgbm[champion.row_of[key]]) for key in scored.iter_rows())
+    window_days = actual[SPEC.date].n_unique()
+    holdout = (
+        f"{first}..{last} ({window_days} day{'s' if window_days > 1 else ''} after the champion's last day "
+        f"{origin}), "
+        f"{series} series ({by_lightgbm} LightGBM in the challenger's procedure, "
+        f"{champion_lightgbm} in the champion), "
+        f"{actual.height} rows, {actual[SPEC.target].sum():g} units"
+    )
+    details = {
+        f"{role}_{metric}": float(scores[role][metric])
+        for role in scores
+        for metric in ("wape", "bias", "coverage80")
+        if scores[role][metric] is not None and math.isfinite(scores[role][metric])
+    }
+    details.update(
+        {
+            "holdout_days": float(window_days),
+            "holdout_series": float(series),
+            "holdout_rows": float(actual.height),
+            "holdout_units": float(actual[SPEC.target].sum()),
+        }
+    )
+    return HoldoutComparison(
+        metric=GATE_METRIC,
+        higher_is_better=False,
+        champion=float(scores["champion"][GATE_METRIC]),
+        challenger=float(scores["challenger"][GATE_METRIC]),
+        holdout=holdout,
+        details=details,
+    )
+
+
 # -- the family ---------------------------------------------------------------------------------
 
 
@@ -948,6 +1156,23 @@ class ForecasterFamily:
 
     def search_space(self, trial: optuna.Trial, config: ForecasterConfig) -> dict[str, Any]:
         return search_space(trial, config)
+
+    def compare_on_holdout(
+        self,
+        champion: PythonModel,
+        challenger: PythonModel,
+        challenger_params: Mapping[str, Any],
+        training_set: TrainingSet,
+        config: ForecasterConfig,
+    ) -> HoldoutComparison:
+        with _quiet_lightgbm():
+            return compare_on_holdout(
+                champion,  # type: ignore[arg-type]
+                challenger,  # type: ignore[arg-type]
+                challenger_params,
+                training_set,
+                config,
+            )
 
 
 @contextlib.contextmanager

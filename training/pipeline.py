@@ -117,6 +117,11 @@ class HoldoutComparison:
         return gain / max(abs(self.champion), 1e-12)
 
 
+class NoHoldout(LookupError):
+    """A family's `compare_on_holdout` has nothing to score on (no actuals since the champion was
+    trained, say); the retraining gate refuses the challenger with this message."""
+
+
 class Family(Protocol):
     """What a model family provides; `training.recommender`, `.forecaster` and `.bidder` each
     define one."""

@@ -42,7 +42,7 @@ from pydantic import Field
 
 from configs import StrictModel, load_config
 from configs.settings import Settings
-from training.pipeline import Family, HoldoutComparison, load_family_config, train
+from training.pipeline import Family, HoldoutComparison, NoHoldout, load_family_config, train
 from training.registry import CHAMPION, RegisteredVersion, promote, version_for_alias
 from training.tracking import log_metrics, tracked_run, tracking_client
 
@@ -296,12 +296,28 @@ def run_gate(
             "the sane challenger replaces it"
         )
         return GateDecision(True, (reason,), None, smoke_seconds)
-    comparison = family.compare_on_holdout(
-        champion_model, challenger_model, challenger_params, training_set, config
-    )
-    scores = (comparison.champion, comparison.challenger)
-    if not all(math.isfinite(score) for score in scores):
-        return GateDecision(False, (f"holdout scores are not finite: {scores}",), comparison, smoke_seconds)
+    try:
+        comparison = family.compare_on_holdout(
+            champion_model, challenger_model, challenger_params, training_set, config
+        )
+    except NoHoldout as missing:  # no evidence the challenger is better: the champion stays
+        return GateDecision(False, (f"no holdout to compare on: {missing}",), None, smoke_seconds)
+    except Exception as error:  # e.g. a champion older than today's feature code: refuse, keep serving it
+        reason = (
+            f"the holdout comparison failed ({type(error).__name__}: {error}); the champion stays "
+            f"(`tradewind train {family.command} --promote` replaces it by hand)"
+        )
+        logger.exception("retrain %s: holdout comparison failed", family.command)
+        return GateDecision(False, (reason,), None, smoke_seconds)
+    if not math.isfinite(comparison.challenger):
+        reason = f"the challenger's {comparison.metric} on the holdout is {comparison.challenger}"
+        return GateDecision(False, (reason,), comparison, smoke_seconds)
+    if not math.isfinite(comparison.champion):  # a champion gone bad: any sane, scored challenger beats it
+        reason = (
+            f"the champion's {comparison.metric} on the holdout is {comparison.champion}; "
+            "the challenger replaces it"
+        )
+        return GateDecision(True, (reason,), comparison, smoke_seconds)
     gain = comparison.improvement()
     verdict = (
         f"{comparison.metric} on {comparison.holdout}: challenger {comparison.challenger:.5g} vs champion "
@@ -431,16 +447,14 @@ def retrain(
             decision = run_gate(family, challenger, result.params, training_set, config, gate)
             if decision.comparison is not None:
                 comparison = decision.comparison
-                log_metrics(
-                    {
-                        "gate": {
-                            "champion": comparison.champion,
-                            "challenger": comparison.challenger,
-                            "improvement": comparison.improvement(),
-                            **comparison.details,
-                        }
-                    }
-                )
+                scores = {
+                    "champion": comparison.champion,
+                    "challenger": comparison.challenger,
+                    "improvement": comparison.improvement(),
+                    **comparison.details,
+                }
+                # a NaN score is a reason in gate.json, not a metric (the shared logger refuses NaN)
+                log_metrics({"gate": {name: value for name, value in scores.items() if math.isfinite(value)}})
             if decision.smoke_seconds is not None:
                 log_metrics({"gate": {"smoke_seconds": decision.smoke_seconds}})
             mlflow.log_dict(

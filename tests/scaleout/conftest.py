@@ -2,7 +2,9 @@
 
 PostgreSQL and Redis come from `.ci/services.sh` (what `.ci/run` starts before the tests); the
 MLflow tracking server and the two-node Ray cluster are started by the tests themselves. Each test
-works in a database, Redis db or cluster of its own and removes it afterwards.
+works in a database or Redis db of its own and removes it afterwards; the Ray cluster is one for the
+session (`two_node_cluster`: starting it costs tens of seconds), and what a test deploys on it, it
+removes.
 
 Locally a test skips with one line when PostgreSQL or Redis is not reachable. Under CI (`CI=true`)
 it fails instead: a broken install must not pass as a row of skips.
@@ -18,6 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from ray_cluster import RayCluster, ray_cluster
 from scaleout_services import (
     CONNECT_TIMEOUT_SECONDS,
     RedisDb,
@@ -30,9 +33,10 @@ from sqlalchemy.engine import make_url
 
 from configs.settings import ScaleoutSettings, load_settings
 
-# The toy family and the tiny feature tables of the embedded tests, imported the way pytest imports
-# test modules (tests/ has no __init__.py: a test module's folder goes on sys.path).
-for _folder in ("features", "training"):
+# The toy family, the tiny feature tables and the serving tests' tiny models of the embedded tests,
+# imported the way pytest imports test modules (tests/ has no __init__.py: a test module's folder
+# goes on sys.path).
+for _folder in ("features", "training", "serving"):
     _path = str(Path(__file__).resolve().parents[1] / _folder)
     if _path not in sys.path:
         sys.path.insert(0, _path)
@@ -106,3 +110,13 @@ def redis_db(platform_scaleout: ScaleoutSettings) -> Iterator[RedisDb]:
     yield claimed
     claimed.client.flushdb()
     claimed.client.close()
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """The session's Ray cluster (tests/scaleout/ray_cluster.py); once stopped, each `ray start`
+    must have stopped its node by itself on SIGTERM, leaving nothing in its process group: what
+    `ray stop` would do, for this cluster alone."""
+    with ray_cluster(tmp_path_factory.mktemp("ray-cluster")) as cluster:
+        yield cluster
+    assert cluster.clean_stops == [True, True], "a `ray start` left processes behind (worker, head)"

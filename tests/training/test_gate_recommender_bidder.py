@@ -1,0 +1,296 @@
+"""The retraining gate's holdout comparison for the recommender and the bidder (`compare_on_holdout`),
+on a tiny world of its own whose last days wait in raw/ as daily partitions. Every model is trained
+with the shared flow into an MLflow store of this module's own and loaded back from the registry as
+serving holds it; a good model must outscore a deliberately crippled one, a model must tie with
+itself, and one end-to-end retrain of the recommender promotes a better challenger and refuses a
+worse one."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from configs import load_config, validate_config
+from configs.settings import MlflowSettings, Settings
+from training import bidder, recommender
+from training.evaluation.ranking import relevant_items
+from training.pipeline import TrainingSet, TrainResult, train
+from training.registry import CHAMPION, version_for_alias
+from training.retrain import DECISION_TAG, load_served_model, retrain
+from training.tracking import configure_tracking, tracking_client
+
+HELD_DAYS = 2
+# the recommender's ranker with one tree over one candidate per retriever: its answers hold a
+# handful of items instead of ten
+CRIPPLED_RECOMMENDER = {"n_estimators": 1, "candidates_per_retriever": 1, "knn_neighbours": 1}
+# one DQN episode over lambda factors of e^-5 .. e^5, and a one-tree click model
+CRIPPLED_BIDDER = {"episodes": 1, "lambda_range": 5.0, "click_n_estimators": 1}
+TINY_BIDDER = {
+    "data": {"test_days": 3, "train_days": 8, "click_model_days": 60, "min_train_days": 4},
+    "click_model": {"n_estimators": 30, "min_child_samples": 50},
+    "dqn": {
+        "episodes": 20,
+        "hidden_size": 16,
+        "batch_size": 32,
+        "updates_per_episode": 2,
+        "validation_every": 10,
+        "validation_episodes": 2,
+        "n_steps": 12,
+    },
+    "evaluation": {"tuning_grid_size": 10},
+}
+
+
+def small_recommender_config() -> recommender.RecommenderConfig:
+    """The shipped config, shrunk so a fit takes seconds (one thread, no two-tower)."""
+    config = load_config("recommender", recommender.RecommenderConfig).model_dump()
+    config["retrieval"].update(candidates_per_retriever=20)
+    config["retrieval"]["two_tower"].update(enabled=False)
+    config["ranker"].update(n_estimators=20, report_every=5, min_child_samples=10)
+    config["data"].update(max_label_users=300)
+    config["evaluation"].update(curve_max_k=20, oracle=False)
+    config["threads"] = 1
+    return validate_config(config, recommender.RecommenderConfig, "gate test recommender config")
+
+
+@dataclass
+class Trained:
+    settings: Settings
+    config: Any
+    training_set: TrainingSet
+    good: TrainResult
+    crippled: TrainResult
+
+    def load(self, result: TrainResult) -> Any:
+        """The model as serving holds it, loaded back from the registry."""
+        assert result.version is not None
+        configure_tracking(self.settings)
+        return load_served_model(result.version.uri)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A fresh tiny marketplace (the session's one stays untouched) with its last HELD_DAYS days held
+    back as raw partitions, and an empty MLflow store of its own."""
+    from conftest import TINY_SCALE
+
+    from features.ingest import ingest
+    from features.simulator import MarketplaceConfig, generate_marketplace
+    from features.simulator.partitions import hold_back_days
+    from features.store import apply_definitions, materialize
+    from features.transforms import build_feature_tables
+
+    root = tmp_path_factory.mktemp("gate-world")
+    settings = Settings(
+        data_dir=root / "data", mlflow=MlflowSettings(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    )
+    generate_marketplace(
+        load_config("marketplace", MarketplaceConfig),
+        settings.raw_dir,
+        settings.truth_dir,
+        scale=TINY_SCALE,
+        progress=False,
+    )
+    hold_back_days(settings.raw_dir, HELD_DAYS)
+    ingest(settings, settings.raw_dir, partition="generated", progress=False)
+    build_feature_tables(settings)
+    apply_definitions(settings)
+    materialize(settings)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def recommenders(world: Settings) -> Trained:
+    """The crippled recommender registered first (the champion), then a good one (a challenger)."""
+    config = small_recommender_config()
+    training_set = recommender.FAMILY.training_set(world, config)
+    crippled = train(
+        world, recommender.FAMILY, config, params=CRIPPLED_RECOMMENDER, training_set=training_set
+    )
+    good = train(world, recommender.FAMILY, config, training_set=training_set)
+    assert crippled.aliases == (CHAMPION,) and good.aliases != (CHAMPION,)
+    return Trained(world, config, training_set, good, crippled)
+
+
+@pytest.fixture(scope="module")
+def bidders(world: Settings) -> Trained:
+    import torch
+
+    torch.set_num_threads(1)
+    config = validate_config(TINY_BIDDER, bidder.BidderConfig, "gate test bidder config")
+    training_set = bidder.FAMILY.training_set(world, config)
+    crippled = train(world, bidder.FAMILY, config, params=CRIPPLED_BIDDER, training_set=training_set)
+    good = train(world, bidder.FAMILY, config, training_set=training_set)
+    return Trained(world, config, training_set, good, crippled)
+
+
+# ---------------------------------------------------------------------------------------------
+# recommender
+
+
+def test_recommender_comparison_ranks_the_good_model_first(recommenders: Trained) -> None:
+    family, trained = recommender.FAMILY, recommenders
+    crippled, good = trained.load(trained.crippled), trained.load(trained.good)
+    comparison = family.compare_on_holdout(
+        crippled, good, trained.good.params, trained.training_set, trained.config
+    )
+    assert comparison.metric == "ndcg@10" and comparison.higher_is_better
+    assert comparison.challenger > 1.2 * comparison.champion > 0, comparison
+    assert comparison.improvement() > 0.2
+    # the served path on the test period, each model knowing only what came before it, is the
+    # holdout the family's own evaluation scored: the good model's nDCG is the evaluation's
+    assert comparison.challenger == pytest.approx(trained.good.evaluation.primary, abs=1e-9)
+    details = comparison.details
+    assert details["recall_at_10.challenger"] > details["recall_at_10.champion"]
+    assert 0 < details["hitrate_at_10.champion"] <= details["hitrate_at_10.challenger"] <= 1
+    data = trained.training_set.data
+    relevant = relevant_items(data.purchases(before=data.test_start), data.purchases(start=data.test_start))
+    assert details["users"] == (np.diff(relevant.indptr) > 0).sum() > 0
+    assert details["purchases"] == relevant.nnz
+    assert f"{data.test_start:%Y-%m-%d}" in comparison.holdout
+    assert f"{int(details['users'])} users" in comparison.holdout
+
+    # the roles do not matter: swapped, the same two numbers
+    swapped = family.compare_on_holdout(good, crippled, {}, trained.training_set, trained.config)
+    assert (swapped.champion, swapped.challenger) == (comparison.challenger, comparison.champion)
+
+
+def test_recommender_compared_with_itself_ties(recommenders: Trained) -> None:
+    trained = recommenders
+    first, second = trained.load(trained.good), trained.load(trained.good)
+    comparison = recommender.FAMILY.compare_on_holdout(
+        first, second, trained.good.params, trained.training_set, trained.config
+    )
+    assert comparison.champion == comparison.challenger > 0
+    assert comparison.improvement() == 0.0
+
+
+def test_recommender_is_rewound_to_the_start_of_the_holdout(recommenders: Trained) -> None:
+    """The served model holds every purchase up to its training end, the test period's included; the
+    comparison's copy knows only those before it, and the loaded model is left as it was."""
+    trained = recommenders
+    model = trained.load(trained.good)
+    data = trained.training_set.data
+    relevant = recommender._relevant(
+        data.purchases(before=data.test_start), data.purchases(start=data.test_start)
+    )
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    held_purchases = model.bought.nnz
+    rewound = recommender.as_of_holdout(model, data)
+    assert model.bought.multiply(relevant).nnz == relevant.nnz, "served: the holdout counts as bought"
+    assert rewound.bought.multiply(relevant).nnz == 0
+    assert model.bought.nnz == held_purchases and rewound.bought.nnz < held_purchases
+    as_served, _, _ = recommender.served_rankings(model, data, users, 10)
+    rewound_ranking, cold_start, unserved = recommender.served_rankings(rewound, data, users, 10)
+    assert _hits(as_served, users, relevant) == 0 < _hits(rewound_ranking, users, relevant)
+    assert unserved == 0 and 0 <= cold_start < len(users)
+
+
+def test_recommender_users_a_champion_does_not_know_get_its_cold_start_answer(recommenders: Trained) -> None:
+    trained = recommenders
+    good = trained.load(trained.good)
+    forgetful = copy.copy(good)  # knows every other user only, as an older champion might
+    forgetful.user_index = {user: i for user, i in good.user_index.items() if i % 2 == 0}
+    comparison = recommender.FAMILY.compare_on_holdout(
+        forgetful, good, {}, trained.training_set, trained.config
+    )
+    details = comparison.details
+    assert details["cold_start_users.champion"] > details["cold_start_users.challenger"]
+    assert 0 < comparison.champion < comparison.challenger
+
+
+def _hits(ranking: np.ndarray, users: np.ndarray, relevant: Any) -> int:
+    return sum(
+        int(relevant[user, item] > 0)
+        for user, row in zip(users.tolist(), ranking.tolist(), strict=True)
+        for item in row
+        if item >= 0
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# bidder
+
+
+def test_bidder_comparison_ranks_the_good_policy_first(bidders: Trained) -> None:
+    family, trained = bidder.FAMILY, bidders
+    crippled, good = trained.load(trained.crippled), trained.load(trained.good)
+    comparison = family.compare_on_holdout(crippled, good, {}, trained.training_set, trained.config)
+    assert comparison.metric == "pct_of_optimum" and comparison.higher_is_better
+    assert comparison.challenger > comparison.champion + 10, comparison
+    assert 0 < comparison.challenger <= 100 + 1e-6
+    # each bids with its own click model and is credited with the true clicks: its own
+    # evaluation's figure (the DQN policy at the same budgets against the same optimum)
+    assert comparison.champion == pytest.approx(trained.crippled.evaluation.primary, abs=1e-9)
+    assert comparison.challenger == pytest.approx(trained.good.evaluation.primary, abs=1e-9)
+    details = comparison.details
+    for fraction in ("f1_2", "f1_4", "f1_8", "f1_16"):
+        for role in ("champion", "challenger"):
+            assert details[f"clicks.{fraction}.{role}"] >= 0
+            assert details[f"spend_over_budget.{fraction}.{role}"] <= 1 + 1e-9
+    assert details["days"] >= 1 and f"{int(details['days'])} held-out campaign-days" in comparison.holdout
+    assert "true click probability" in comparison.holdout
+
+    # the click model matters: the crippled policy with the good click model scores otherwise
+    hybrid = copy.copy(crippled)
+    hybrid.click_model = good.click_model
+    mixed = family.compare_on_holdout(hybrid, good, {}, trained.training_set, trained.config)
+    assert mixed.challenger == comparison.challenger
+    assert mixed.champion != pytest.approx(comparison.champion, abs=1e-6)
+
+
+def test_bidder_compared_with_itself_ties(bidders: Trained) -> None:
+    trained = bidders
+    first, second = trained.load(trained.good), trained.load(trained.good)
+    comparison = bidder.FAMILY.compare_on_holdout(first, second, {}, trained.training_set, trained.config)
+    assert comparison.champion == comparison.challenger > 0
+    assert comparison.improvement() == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end (last: it ingests the held partitions into the module's world)
+
+
+def test_recommender_retrain_promotes_the_better_and_refuses_the_worse(recommenders: Trained) -> None:
+    family, settings, config = recommender.FAMILY, recommenders.settings, recommenders.config
+    crippled_version = recommenders.crippled.version
+    assert crippled_version is not None
+    configure_tracking(settings)
+    assert version_for_alias(family.registered_model, CHAMPION).version == crippled_version.version
+
+    better = retrain(settings, family, config=config)
+    assert better.decision == "promoted", better.reasons
+    assert better.metric == "ndcg@10" and better.challenger_score > better.champion_score
+    assert better.champion_version == better.challenger_version != crippled_version.version
+    assert version_for_alias(family.registered_model, CHAMPION).version == better.challenger_version
+    assert (settings.contract_dir / "events" / f"{better.partition}.parquet").exists()
+
+    worse = retrain(settings, family, config=config, params=CRIPPLED_RECOMMENDER)
+    assert worse.partition != better.partition
+    assert worse.decision == "refused", worse.reasons
+    assert worse.challenger_score < worse.champion_score
+    assert version_for_alias(family.registered_model, CHAMPION).version == better.challenger_version
+
+    client = tracking_client()
+    tag = client.get_model_version(family.registered_model, str(worse.challenger_version)).tags
+    assert tag["tradewind.gate"] == "refused"
+    for result, decision in ((better, "promoted"), (worse, "refused")):
+        parent = client.get_run(result.run_id)
+        assert parent.data.tags[DECISION_TAG] == decision
+        metrics = parent.data.metrics
+        assert metrics["gate.champion"] == pytest.approx(result.champion_score)
+        assert metrics["gate.challenger"] == pytest.approx(result.challenger_score)
+        assert {"gate.recall_at_10.champion", "gate.recall_at_10.challenger", "gate.users"} <= set(metrics)
+        assert "gate.json" in [artifact.path for artifact in client.list_artifacts(result.run_id)]
+        gate = json.loads(Path(client.download_artifacts(result.run_id, "gate.json")).read_text())
+        assert gate["comparison"]["metric"] == "ndcg@10"
+        assert gate["comparison"]["challenger"] == pytest.approx(result.challenger_score)
