@@ -8,7 +8,8 @@ Two phases, so that a broken file never half-lands:
    rules. Good rows go to `contract/<table>/<partition>.parquet`; bad rows go to
    `quarantine/<table>/<partition>.parquet` as they arrived (text), with `reason` (the first rule
    they broke), `reasons` (all of them), the source file and row number. For every table
-   rows in = rows accepted + rows quarantined, and the counts are appended to `ingest_log.jsonl`.
+   rows in = rows accepted + rows quarantined (+ the rows of users who asked to be forgotten,
+   dropped first and kept nowhere), and the counts are appended to `ingest_log.jsonl`.
 
 Ingesting the same partition again replaces its files, so a re-run is idempotent.
 """
@@ -16,8 +17,8 @@ Ingesting the same partition again replaces its files, so a re-run is idempotent
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from rich.progress import Progress
 from configs.settings import Settings
 from features.contract import LOADER_REJECT_COLUMN, TABLES, Column, TableSchema
 from features.tables import partition_path, partitions, read_table, write_partition
+
+USER_COLUMN = "user_id"  # rows of a user who was forgotten never enter again (features/forget.py)
 
 RAW_SUFFIXES = (".parquet", ".csv")
 _TRUE_TEXT = ("true", "t", "yes", "y", "1")
@@ -54,6 +57,10 @@ class TableIngest:
     quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
+    # rows of users who asked to be forgotten (`tradewind forget-user`): dropped, never kept anywhere,
+    # or kept with the user id cleared where the contract allows an unknown user (auctions)
+    forgotten: int = 0
+    forgotten_cleared: int = 0
 
 
 @dataclass
@@ -71,6 +78,10 @@ class IngestReport:
     @property
     def quarantined(self) -> int:
         return sum(result.quarantined for result in self.results)
+
+    @property
+    def forgotten(self) -> int:
+        return sum(result.forgotten for result in self.results)
 
 
 class IngestRefused(ValueError):
@@ -336,6 +347,52 @@ def split_rows(
 
 
 # ---------------------------------------------------------------------------------------------
+# forgotten users
+
+
+def without_forgotten(
+    conformed: ConformedFile, is_forgotten: Callable[[str], bool]
+) -> tuple[ConformedFile, int, int]:
+    """The file without the rows of forgotten users: (file, rows dropped, user ids cleared).
+
+    A row whose `user_id` is required is dropped before any check, so not even the quarantine keeps
+    it; where the contract allows an unknown user, the row stays with the id cleared.
+    """
+    column = next((c for c in TABLES[conformed.raw.table].columns if c.name == USER_COLUMN), None)
+    if column is None:
+        return conformed, 0, 0
+    ids = conformed.original.get_column(USER_COLUMN).cast(pl.String)
+    unique = ids.drop_nulls().unique()
+    matched = {value for value in unique.to_list() if is_forgotten(value)}
+    if not matched:
+        return conformed, 0, 0
+    hit = ids.is_in(list(matched)).fill_null(False)
+    if column.nullable:
+        cleared = conformed.original.with_columns(
+            pl.when(hit).then(None).otherwise(pl.col(USER_COLUMN)).alias(USER_COLUMN)
+        )
+        typed = conformed.typed.with_columns(
+            pl.when(hit).then(None).otherwise(pl.col(USER_COLUMN)).alias(USER_COLUMN)
+        )
+        unreadable = {**conformed.unreadable, USER_COLUMN: conformed.unreadable[USER_COLUMN] & ~hit}
+        return replace(conformed, original=cleared, typed=typed, unreadable=unreadable), 0, int(hit.sum())
+    keep = ~hit
+    return (
+        replace(
+            conformed,
+            original=conformed.original.filter(keep),
+            typed=conformed.typed.filter(keep),
+            unreadable={name: flags.filter(keep) for name, flags in conformed.unreadable.items()},
+            loader_reason=conformed.loader_reason.filter(keep)
+            if conformed.loader_reason is not None
+            else None,
+        ),
+        int(hit.sum()),
+        0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # the whole job
 
 
@@ -354,11 +411,20 @@ def ingest_files(
     if refusals:
         raise IngestRefused(refusals)
 
+    from features.forget import ForgottenUsers
+
+    forgotten_users = ForgottenUsers(settings)
+    if forgotten_users.error:  # an unreadable list must not let forgotten users back in
+        raise IngestRefused(
+            [f"{settings.root}: the forgotten-users list cannot be read: {forgotten_users.error}"]
+        )
     results = []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("ingest", total=len(conformed))
         for item in conformed:
             bar.update(task, description=f"ingest {item.raw.table}/{item.raw.partition}")
+            rows_in = item.original.height
+            item, forgotten, cleared = without_forgotten(item, forgotten_users.__contains__)
             accepted, quarantined = split_rows(item, settings.contract_dir, now)
             write_partition(accepted, settings.contract_dir, item.raw.table, item.raw.partition)
             old_quarantine = partition_path(settings.quarantine_dir, item.raw.table, item.raw.partition)
@@ -371,13 +437,16 @@ def ingest_files(
                 table=item.raw.table,
                 partition=item.raw.partition,
                 source=str(item.raw.path),
-                rows_in=item.original.height,
+                rows_in=rows_in,
                 accepted=accepted.height,
                 quarantined=quarantined.height,
                 reasons=dict(zip(counts.get_column("reason"), counts.get_column("count"), strict=True)),
                 ignored_columns=item.ignored_columns,
+                forgotten=forgotten,
+                forgotten_cleared=cleared,
             )
-            if result.rows_in != result.accepted + result.quarantined:  # the promise of this module
+            # the promise of this module
+            if result.rows_in != result.accepted + result.quarantined + result.forgotten:
                 raise AssertionError(f"{result.source}: rows were lost between input and output")
             results.append(result)
             bar.advance(task)

@@ -154,6 +154,7 @@ def print_ingest_report(report: Any, seconds: float) -> None:
         console.print(reasons)
     console.print(
         f"rows in {report.rows_in:,} = accepted {report.accepted:,} + quarantined {report.quarantined:,}"
+        + (f" + forgotten users' rows dropped {report.forgotten:,}" if report.forgotten else "")
     )
     for result in report.results:
         if result.ignored_columns:
@@ -211,6 +212,15 @@ def ingest(
     console.print(f"contract tables: {settings.contract_dir}\nquarantine:      {settings.quarantine_dir}")
 
 
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user with no passwd entry
+        return "unknown"
+
+
 @app.command("forget-user")
 @clear_errors
 def forget_user(
@@ -226,16 +236,22 @@ def forget_user(
     Forgetting twice is fine (nothing more to remove). An id found nowhere is still audited, with zero
     counts, and put on the forgotten list. MLflow history is left as it is (see the README).
     """
-    import getpass
-
     from features.forget import forget_user as run_forget
 
     settings = _settings()
     try:
-        report = run_forget(settings, user_id, requested_by=requested_by or getpass.getuser(), reason=reason)
+        report = run_forget(settings, user_id, requested_by=requested_by or _os_user(), reason=reason)
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    except Exception as error:  # e.g. the online store unreachable: the audit has what went so far
+        first = (str(error).strip().splitlines() or [""])[0]
+        typer.echo(
+            f"error: forget-user stopped: {type(error).__name__}: {first}; what was removed so far is "
+            "in the audit log (status failed), run it again to finish",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     if report.status == "not_found":
         console.print(
             f"user {user_id!r}: no data found in {settings.root} ({report.places_checked} places checked); "
@@ -441,7 +457,8 @@ def monitor(
 
     monitoring_config = load_monitoring_config(str(config) if config else None)
     try:
-        result = run_monitor(_settings(), family(model), monitoring_config)
+        with console.status(f"monitoring {model}: feature drift, predictions, live accuracy"):
+            result = run_monitor(_settings(), family(model), monitoring_config)
     except NoChampion as error:
         if not exit_code:
             raise
@@ -475,7 +492,8 @@ def print_monitor_result(result: Any) -> None:
     live = result.live
     value = "n/a" if live.value is None else f"{live.value:.4g}"
     trained = "n/a" if live.training_value is None else f"{live.training_value:.4g}"
-    change = "" if live.error_change is None else f", {live.error_change:+.1%} worse"
+    change = live.error_change
+    change = "" if change is None else f", {abs(change):.1%} {'worse' if change > 0 else 'better'}"
     console.print(
         f"live {live.metric}: {value} vs {trained} at training ({live.training_metric}){change}; "
         f"{live.observations} observations; {live.since}"
