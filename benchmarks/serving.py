@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import random
@@ -34,7 +35,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    with serving_target(args) as (url, settings):
+        rows = run(url, settings, args)
+    return 0 if rows else 1
+
+
+@contextlib.contextmanager
+def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
+    """(url, settings) to measure: `args.url` (check it with `loopback_only` first), or
+    configs/serving.yaml started here on a free loopback port and shut down at the end. Uses
+    `args.url`, `args.data_dir` and `args.prepare_scale`; sets `args.metrics_port` when it starts
+    serving."""
     from configs.settings import load_settings
 
     settings = load_settings()
@@ -270,23 +282,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.demo import run_demo
 
         run_demo(settings, scale=args.prepare_scale)
-    started_here = args.url is None
-    if started_here:
-        from serving.deploy import free_port, start_serving
+    if args.url:
+        yield args.url.rstrip("/"), settings
+        return
+    from ray import serve
 
-        print(f"starting configs/serving.yaml for {settings.root} ...", flush=True)
-        args.metrics_port = free_port()
-        url = start_serving(settings, metrics_port=args.metrics_port).url
-    else:
-        url = args.url.rstrip("/")
+    from serving.deploy import free_port, start_serving
+
+    print(f"starting configs/serving.yaml for {settings.root} ...", flush=True)
+    args.metrics_port = free_port()
+    url = start_serving(settings, metrics_port=args.metrics_port).url
     try:
-        rows = run(url, settings, args)
+        yield url, settings
     finally:
-        if started_here:
-            from ray import serve
-
-            serve.shutdown()
-    return 0 if rows else 1
+        serve.shutdown()
 
 
 def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:

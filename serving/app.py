@@ -25,12 +25,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from configs import ConfigError, validate_config
 from configs.settings import Settings
 from serving.online import OnlineFeatures
-from serving.registry_models import LoadedModel, Poller, ServedModels
+from serving.registry_models import LoadedModel, Poller, ServedModels, limit_registry_calls
 from serving.schemas import (
     MODEL_REQUESTS,
     BidOutcome,
@@ -48,6 +49,10 @@ logger = logging.getLogger("tradewind.serving")
 CHAMPION = "champion"
 # what a model's answer must contain, per endpoint (checked on its smoke request before a swap)
 ANSWER_KEYS = {"recommend": ("items", "cold_start"), "forecast": ("market", "forecasts"), "bid": ("bid",)}
+# calls answered again by another replica when theirs dies mid-request (killed, crashed, its node
+# lost): answering twice is harmless for these. Never a bid or an outcome: each one reserves or
+# settles budget, and the dead replica may have done so before it died.
+RETRIED_ON_REPLICA_DEATH = frozenset({("recommend", "handle"), ("forecast", "handle")})
 LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2500]
 
 
@@ -83,6 +88,7 @@ class ModelEndpoint:
         self.settings = settings
         self.config = EndpointSettings()
         self.replica = _replica_name()
+        limit_registry_calls(self.config.registry_timeout_s, self.config.registry_retries)
         configure_tracking(settings)
         self.features = OnlineFeatures(settings)
         self.models = ServedModels(registered_model or self.registered_model, self._smoke_check)
@@ -92,6 +98,7 @@ class ModelEndpoint:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.config = endpoint_settings(user_config, f"{type(self).__name__} user_config")
+        limit_registry_calls(self.config.registry_timeout_s, self.config.registry_retries)
         aliases = (self.config.alias, self.config.challenger_alias)
         if self.models.aliases != aliases:
             self.models.aliases = aliases
@@ -249,8 +256,40 @@ def _failure(status: int, field: str, message: str) -> dict[str, Any]:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class Recommender(ModelEndpoint):
+    """Recommendations; a user on the forgotten list (`tradewind forget-user`) is answered as an
+    unknown user, whatever the loaded model's pickle still holds about them. The list is re-read in
+    the background every `poll_interval_s` (a stat() when it has not changed)."""
+
     endpoint = "recommend"
     registered_model = "tradewind-recommender"
+
+    def __init__(self, settings: Settings, registered_model: str | None = None) -> None:
+        from features.forget import ForgottenUsers
+
+        self.forgotten = ForgottenUsers(settings)  # read before the replica takes traffic
+        super().__init__(settings, registered_model)
+        self._forgotten_poller = Poller(
+            "forgotten-refresh", self.forgotten.refresh, lambda: self.config.poll_interval_s
+        )
+        self._forgotten_poller.start()
+
+    def __del__(self) -> None:
+        super().__del__()
+        poller = getattr(self, "_forgotten_poller", None)
+        if poller is not None:
+            poller.stop()
+
+    def prepare(self, request: dict[str, Any]) -> Prepared:
+        return Prepared(self.forgotten.anonymised(request))
+
+    def example_request(self, model_request: dict[str, Any]) -> dict[str, Any]:
+        # /models shows it: never the id of a forgotten user the model happens to use as its example
+        if model_request.get("user_id") in self.forgotten:
+            return {**model_request, "user_id": "forgotten-user"}
+        return model_request
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "privacy": self.forgotten.status()}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
@@ -434,6 +473,20 @@ def _metrics() -> tuple[Any, Any]:
     return requests, latency
 
 
+async def call_deployment(handle: Any, endpoint: str, method: str, payload: Any) -> dict[str, Any]:
+    """`handle.<method>.remote(payload)`; asked once more when the replica died mid-call and the
+    call is one answering twice is harmless for (RETRIED_ON_REPLICA_DEATH)."""
+    call = getattr(handle, method)
+    try:
+        return await call.remote(payload)
+    except RayActorError as error:  # ActorDiedError, ActorUnavailableError
+        if (endpoint, method) not in RETRIED_ON_REPLICA_DEATH:
+            raise
+        # the router has dropped the dead replica already: the retry goes to a live one
+        logger.warning("/%s: replica lost mid-request (%s), asked again once", endpoint, type(error).__name__)
+        return await call.remote(payload)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
 class Ingress:
@@ -445,7 +498,7 @@ class Ingress:
 
     async def _call(self, endpoint: str, method: str, payload: Any) -> Response:
         started = time.perf_counter()
-        result = await getattr(self.handles[endpoint], method).remote(payload)
+        result = await call_deployment(self.handles[endpoint], endpoint, method, payload)
         variant = result.get("variant", "none")
         if "error" in result:
             error = result["error"]

@@ -59,12 +59,16 @@ def start_serving(
     num_cpus: int | None = None,
     with_echo: bool = True,
     metrics_port: int | None = None,
+    app_name: str | None = None,
+    route_prefix: str | None = None,
 ) -> Serving:
     """Deploy the tradewind application (and the bare echo) on 127.0.0.1 and wait until ready.
 
     `options` replace deployment options of the config per deployment name (e.g. a fixed number
     of replicas instead of autoscaling). `metrics_port` is where Ray exports Prometheus metrics
-    (Ray Serve's own and Tradewind's) when this call starts Ray."""
+    (Ray Serve's own and Tradewind's) when this call starts Ray. `app_name` and `route_prefix`
+    deploy the tradewind application beside others in a Serve instance already running (on
+    `port`): the returned url then ends with the prefix."""
     import ray
     from ray import serve
 
@@ -82,16 +86,17 @@ def start_serving(
     chosen = deployment_options(tradewind, user_config)
     for name, replaced in (options or {}).items():
         chosen[name] = {**chosen.get(name, {}), **replaced}
+    prefix = route_prefix or tradewind.get("route_prefix", "/")
     serve.run(
         tradewind_app(settings, chosen, registered_models),
-        name=tradewind["name"],
-        route_prefix=tradewind.get("route_prefix", "/"),
+        name=app_name or tradewind["name"],
+        route_prefix=prefix,
     )
     if with_echo:
         echo = application(serve_config, ECHO_IMPORT)
         echo_options = deployment_options(echo).get("Echo", {})
         serve.run(Echo.options(**echo_options).bind(), name=echo["name"], route_prefix=echo["route_prefix"])
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
     _wait_for_http(url)
     return Serving(url, serve_config)
 
@@ -126,8 +131,8 @@ def serve_run(settings: Settings, config: str = SERVING_CONFIG) -> int:
 
     load_serving_config(config)
     command = [str(Path(sys.executable).parent / "serve"), "run", str(config_path(config))]
-    if settings.mode == "scaleout":
-        command[2:2] = ["--address", settings.scaleout.ray_address]
+    if settings.ray_address:
+        command[2:2] = ["--address", settings.ray_address]
     environment = {**os.environ, "TRADEWIND_DATA_DIR": str(settings.root), "TRADEWIND_MODE": settings.mode}
     try:
         return subprocess.call(command, cwd=PROJECT_ROOT, env=environment)

@@ -13,6 +13,7 @@ serving and the status says so.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,16 @@ from typing import Any
 from training.registry import CHAMPION, RegisteredVersion, version_for_alias
 
 logger = logging.getLogger(__name__)
+
+UNREACHABLE = "registry unreachable"
+
+
+def limit_registry_calls(timeout_s: int, retries: int) -> None:
+    """Bound every MLflow HTTP call of this process (a Serve replica is a process of its own):
+    MLflow reads these variables on each request. Without them a stopped server holds each poll
+    for minutes of backoff before it counts as unreachable."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
 
 
 @dataclass(frozen=True)
@@ -107,9 +118,13 @@ class ServedModels:
                 found[alias] = version_for_alias(self.registered_model, alias)
         except Exception as error:
             self.registry_reachable = False
-            self.last_error = f"registry unreachable, serving the last loaded models: {_short(error)}"
+            self.last_error = f"{UNREACHABLE}, serving the last loaded models: {_short(error)}"
             logger.warning("%s: %s", self.registered_model, self.last_error)
             return
+        if self.registry_reachable is False:
+            logger.info("%s: registry reachable again", self.registered_model)
+        if self.last_error and self.last_error.startswith(UNREACHABLE):
+            self.last_error = None
         self.registry_reachable = True
         self.last_checked = datetime.now(UTC)
         for alias, version in found.items():

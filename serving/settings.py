@@ -47,6 +47,11 @@ class EndpointSettings(StrictModel):
     batching: BatchingSettings = BatchingSettings()
     # bids only: an unsettled reservation stops counting against the budget after this long
     reservation_ttl_s: float = Field(120.0, gt=0.0)
+    # a registry (MLflow server) call gives up after this long, with this many retries: the poll
+    # itself is the retry loop, so a server that is down is reported within about one interval
+    # instead of after MLflow's default minutes of backoff, and the loaded models keep serving
+    registry_timeout_s: int = Field(5, ge=1, le=300)
+    registry_retries: int = Field(0, ge=0, le=10)
 
 
 class AppArgs(StrictModel):

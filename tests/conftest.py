@@ -1,8 +1,10 @@
-"""Fixtures shared by the family pipeline tests: one tiny marketplace, built once per session."""
+"""Fixtures shared across test folders: one tiny marketplace and one local Ray Serve per session."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,41 @@ def mlflow_settings(tiny_marketplace: Settings, tmp_path: Path, monkeypatch: pyt
             )
         }
     )
+
+
+@dataclass(frozen=True)
+class LocalServe:
+    """The session's one Ray (2 CPUs) and Ray Serve, HTTP on a loopback port of its own."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="session")
+def local_serve() -> Iterator[LocalServe]:
+    """One Serve instance per Ray cluster and one Ray per process: every test folder that serves
+    (tests/serving, tests/reliability) deploys its applications into this one, under names and
+    route prefixes of its own."""
+    import ray
+    from ray import serve
+
+    from serving.deploy import free_port
+
+    for attempt in (1, 2):  # Ray gives its raylet a fixed 30 s to register: an overloaded machine can miss it
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            break
+        except Exception as error:
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(error):
+                raise
+    port = free_port()
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield LocalServe(port)
+    finally:
+        serve.shutdown()
+        ray.shutdown()

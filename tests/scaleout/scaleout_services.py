@@ -83,3 +83,44 @@ def stop_process_group(process: subprocess.Popen, grace_seconds: float, *, leade
 def log_tail(path: Path, lines: int = 15) -> str:
     text = path.read_text(errors="replace") if path.exists() else "(no log)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def start_mlflow_server(
+    backend_store_uri: str, artifacts: Path, port: int, log: Path, start_seconds: float
+) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:`port` over `backend_store_uri`, serving its own artifacts from
+    `artifacts`, in a process group of its own (stop it with `stop_process_group`); returns once
+    its /health answers, or fails the test with the log's tail."""
+    import sys
+    import time
+
+    import httpx
+
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", str(artifacts),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", "1",
+    ]  # fmt: skip
+    with log.open("a") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + start_seconds
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log_tail(log)}", pytrace=False)
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process_group(process, 10)
+            pytest.fail(
+                f"mlflow server not healthy after {start_seconds:.0f} s:\n{log_tail(log)}", pytrace=False
+            )
+        time.sleep(0.5)

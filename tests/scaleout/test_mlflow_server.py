@@ -3,18 +3,20 @@ whose artifacts it serves itself (`mlflow-artifacts:/`): registered, champion, l
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import mlflow
 import pandas as pd
 import psycopg
 import pytest
-from scaleout_services import ScratchDatabase, free_port, libpq_conninfo, log_tail, stop_process_group
+from scaleout_services import (
+    ScratchDatabase,
+    free_port,
+    libpq_conninfo,
+    start_mlflow_server,
+    stop_process_group,
+)
 from test_pipeline import LineConfig, LineFamily
 
 from configs.settings import ScaleoutSettings, Settings
@@ -45,37 +47,12 @@ def mlflow_server(
     backend = scratch_database(platform_scaleout.mlflow_backend_store_uri, "mlflow")
     artifacts = tmp_path / "artifacts"
     port = free_port()
-    log = tmp_path / "mlflow-server.log"
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri", backend,
-        "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--workers", "1",
-    ]  # fmt: skip
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    process = start_mlflow_server(
+        backend, artifacts, port, tmp_path / "mlflow-server.log", SERVER_START_SECONDS
+    )
+    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited with {process.returncode}:\n{log_tail(log)}", pytrace=False
-                )
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {SERVER_START_SECONDS} s:\n{log_tail(log)}")
-            time.sleep(0.5)
         yield MlflowServer(url, backend, artifacts)
     finally:
         stop_process_group(process, STOP_GRACE_SECONDS)

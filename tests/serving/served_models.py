@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 import mlflow
@@ -71,6 +72,17 @@ class TinyRecommender(mlflow.pyfunc.PythonModel):
     @staticmethod
     def input_example() -> pd.DataFrame:
         return pd.DataFrame([{"user_id": "u-1", "market": "US", "k": 3}])
+
+
+class SlowRecommender(TinyRecommender):
+    """Takes `seconds` per answer (a real model's work), so requests are in flight on a replica
+    at any moment of a load: a replica killed then has requests to lose."""
+
+    seconds = 0.03
+
+    def answer(self, request: dict, online: dict | None = None) -> dict:
+        time.sleep(self.seconds)
+        return super().answer(request, online)
 
 
 class BrokenAnswer(TinyRecommender):

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import served_models
-from conftest import RECOMMENDER, ServingWorld
+from tiny_world import RECOMMENDER, ServingWorld
 
 pytestmark = pytest.mark.slow
 

@@ -200,3 +200,48 @@ def platform_redis_url() -> str:
     from configs.settings import Settings
 
     return Settings().scaleout.redis_url
+
+
+class _DyingReplicas:
+    """A deployment handle whose first `deaths` calls die with their replica, as a killed one does."""
+
+    def __init__(self, deaths: int) -> None:
+        self.deaths = deaths
+        self.calls = 0
+
+    def __getattr__(self, method: str) -> _DyingReplicas:
+        return self
+
+    def remote(self, payload: Any) -> Any:
+        from ray.exceptions import ActorDiedError
+
+        async def answer() -> dict[str, Any]:
+            self.calls += 1
+            if self.calls <= self.deaths:
+                raise ActorDiedError()
+            return {"answer": payload}
+
+        return answer()
+
+
+def test_only_repeatable_calls_are_asked_again_when_their_replica_dies() -> None:
+    import asyncio
+
+    from ray.exceptions import ActorDiedError
+
+    from serving.app import call_deployment
+
+    for endpoint in ("recommend", "forecast"):
+        handle = _DyingReplicas(deaths=1)
+        assert asyncio.run(call_deployment(handle, endpoint, "handle", {"k": 1})) == {"answer": {"k": 1}}
+        assert handle.calls == 2
+        twice = _DyingReplicas(deaths=2)  # once only: a second death is the caller's error
+        with pytest.raises(ActorDiedError):
+            asyncio.run(call_deployment(twice, endpoint, "handle", {}))
+        assert twice.calls == 2
+    # a bid or an outcome may have reserved or settled budget before the replica died: never resent
+    for method in ("handle", "outcome"):
+        handle = _DyingReplicas(deaths=1)
+        with pytest.raises(ActorDiedError):
+            asyncio.run(call_deployment(handle, "bid", method, {}))
+        assert handle.calls == 1
