@@ -12,12 +12,14 @@ serving processes after the run, MB).
 By default it starts configs/serving.yaml itself on a free loopback port, for the data folder of
 the platform settings (or --data-dir), serving whatever holds `champion` there. The /recommend
 target needs a catalogue of at least 10,000 products: the default marketplace has 1,000 per unit
-of scale, so make a data folder at scale 10 first, e.g.
+of scale, so prepare a data folder with 10,000 products (and the default 5,000 shoppers: a 10x
+world, 30 million rows, takes hours to train on 2 cores) first, e.g.
 
-    tradewind --data-dir /tmp/tw-bench demo --scale 10
-    tradewind --data-dir /tmp/tw-bench benchmark serving --json serving.json
+    tradewind benchmark serving --data-dir /tmp/tw-bench --prepare-scale 1 --prepare-products 10000 \
+        --json serving.json
 
-(or `--prepare-scale 10`, which runs that demo into --data-dir before measuring). A smaller
+which runs the demo with that catalogue into --data-dir before measuring (later runs leave out the
+--prepare options and measure the folder as it is). A smaller
 catalogue is measured and reported as such. `--url http://127.0.0.1:8000` measures a server
 already running (`tradewind serve`) instead. /bid requests reserve budget in the data folder's
 pacing state like any bid; the budget running out does not stop them (a spent campaign bids 0).
@@ -233,6 +235,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--prepare-scale", type=float, help="first run `tradewind demo --scale N` into --data-dir"
     )
+    parser.add_argument(
+        "--prepare-products",
+        type=int,
+        help="with --prepare-scale: the catalogue size before scaling (10000: the 10,000-product world)",
+    )
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels (default 1,8,32)")
     parser.add_argument("--requests", type=int, default=2000, help="at most this many requests per level")
     parser.add_argument("--seconds", type=float, default=15.0, help="at most this long per level")
@@ -281,7 +288,7 @@ def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
     if args.prepare_scale:
         from training.demo import run_demo
 
-        run_demo(settings, scale=args.prepare_scale)
+        run_demo(settings, scale=args.prepare_scale, products=getattr(args, "prepare_products", None))
     if args.url:
         yield args.url.rstrip("/"), settings
         return

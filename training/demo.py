@@ -37,8 +37,14 @@ def _timed(report: DemoReport, console: Console, name: str, step: Callable[[], A
 
 
 def run_demo(
-    settings: Settings, scale: float = 1.0, console: Console | None = None, serve: bool = True
+    settings: Settings,
+    scale: float = 1.0,
+    console: Console | None = None,
+    serve: bool = True,
+    products: int | None = None,
 ) -> DemoReport:
+    """The whole platform end to end. `products` sets the catalogue size before `scale` multiplies
+    it (the serving benchmark's 10,000-product world keeps the default shoppers)."""
     from features.ingest import ingest
     from features.simulator import MarketplaceConfig, generate_marketplace
     from features.store import apply_definitions, materialize
@@ -49,6 +55,10 @@ def run_demo(
     console = console or Console()
     report = DemoReport()
     config = load_config("marketplace", MarketplaceConfig)
+    if products is not None:
+        config = config.model_copy(
+            update={"population": config.population.model_copy(update={"products": products})}
+        )
 
     summary = _timed(
         report,
