@@ -11,10 +11,12 @@ Training set (from the contract tables and Feast's `recommendation` feature serv
   the market, and every retriever's score and rank.
 
 Model: retrievers (EASE, item-kNN, content, two-tower, trending-in-market) propose their top
-unbought items listed in the market; LightGBM LambdaRank orders their union; unknown users get
-market-aware trending items. The registered pyfunc (`RecommenderModel`) holds numpy arrays only:
-user histories, retriever weights, feature values as of the end of the data (the fallback when
-serving passes no online features), and the booster.
+unbought items listed in the market; LightGBM LambdaRank orders their union; the rest of the allowed
+catalogue follows in EASE order (the back-fill); unknown users get market-aware trending items.
+The registered pyfunc (`RecommenderModel`) holds numpy arrays only: user histories, retriever
+weights, feature values as of the end of the data (the fallback when serving passes no online
+features), and the booster. The family's evaluation ranks with that served model itself, wound back
+to the start of the test period (`as_of_holdout`), through the code `answer` runs.
 
 Retraining gate (`compare_on_holdout`): the champion and a challenger, loaded from the registry, both
 answer the test period's buyers through `answer`, each rewound to what was known when the period
@@ -42,7 +44,7 @@ from pydantic import Field
 
 from configs import StrictModel
 from configs.settings import Settings
-from models.recommendation.base import NO_ITEM, Recommender
+from models.recommendation.base import NO_ITEM, Recommender, mask_scores
 from models.recommendation.baselines import EASE, ItemKNN, MostPopular
 from models.recommendation.cold_start import AttributeSimilarity, PopularInMarket
 from models.recommendation.hybrid import rank_within_groups
@@ -88,6 +90,10 @@ ITEM_MARKET_FEATURES = {
     "item_markets_listed": "product_catalog__markets_listed",
 }
 DERIVED_FEATURES = ("price_vs_user_spend", "user_history_items", "market_code")
+# the reason given for an item served below the ranked candidates, in the first retriever's order
+BACKFILL_REASON = "backfill"
+# the user index of a request from a user the model does not know
+NO_USER = -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,47 +765,60 @@ class FittedRecommender:
     seconds: float = 0.0
 
 
-class BatchRecommender(Recommender):
-    """The fitted model scoring many users at once from one period's history and features."""
+@dataclass
+class UserScores:
+    """What `RecommenderModel.score_users` gives for a batch of users."""
 
-    def __init__(
-        self,
-        model: FittedRecommender,
-        data: RecommenderData,
-        history: Interactions,
-        bought: Interactions,
-        features: PeriodFeatures,
-    ) -> None:
-        self.model, self.data, self.history, self.bought, self.period = model, data, history, bought, features
+    scores: np.ndarray  # users x items: ranker scores of candidates, the back-fill below them, -inf barred
+    warm: np.ndarray  # per user: ranked from a history (else trending in the market)
+    candidates: Candidates | None  # of the warm users, in order (row_user indexes them)
+    ranked: np.ndarray | None  # the ranker's score of each candidate row
+
+
+def top_items_in_order(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k highest finite scores' item indices per row, best first, NO_ITEM where fewer are left.
+    Ties go to the lower item index, so a shorter list is always the start of a longer one: the
+    evaluation's top 50 starts with the served top 10 (argpartition alone breaks ties by chance)."""
+    scores = np.atleast_2d(scores)
+    n_rows, n_items = scores.shape
+    kept = min(k, n_items)
+    result = np.full((n_rows, k), NO_ITEM, dtype=np.int64)
+    if kept < 1:
+        return result
+    # the k-th highest score per row: everything above it is in, ties at it are settled by index
+    kth = np.partition(scores, n_items - kept, axis=1)[:, n_items - kept]
+    for row in range(n_rows):
+        values = scores[row]
+        pool = np.flatnonzero((values >= kth[row]) & np.isfinite(values))
+        order = np.argsort(-values[pool], kind="stable")[:kept]
+        result[row, : len(order)] = pool[order]
+    return result
+
+
+class BatchRecommender(Recommender):
+    """A served model ranking many users at once through the code `answer` runs (the same scores,
+    back-fill and serve-time rules), each user in their home market with no request exclusions: the
+    evaluation scores what serving returns. User indices are the model's own."""
+
+    def __init__(self, model: RecommenderModel, user_market: np.ndarray) -> None:
+        self.model, self.user_market = model, user_market
 
     def fit(self, interactions: Interactions) -> BatchRecommender:
         return self  # fitted already; evaluation calls fit=False
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         users = np.atleast_1d(np.asarray(user_idx))
-        data = self.data
-        markets = data.user_market[users]
-        # cold users: trending in their market; warm users: the ranked candidates
-        scores = np.where(data.listed[markets], self.model.stack.popular[markets].astype(np.float64), -np.inf)
-        warm = self.history.history_counts()[users] > 0
-        if warm.any():
-            warm_users = users[warm]
-            candidate_set = candidates(
-                self.model.stack,
-                warm_users,
-                self.history.matrix[warm_users],
-                self.bought.matrix[warm_users],
-                markets[warm],
-                data.listed,
-                self.period.user[warm_users],
-                self.period.affinity[warm_users],
-                self.period.item_market,
-                data.item_category,
-                self.model.per_retriever,
-            )
-            ranked = self.model.ranker.predict(candidate_set.features)
-            scores[warm] = full_scores(candidate_set, ranked)
-        return scores
+        return self.model.score_users(users, self.user_market[users]).scores
+
+    def recommend(
+        self, user_idx: np.ndarray, k: int = 10, exclude: sp.csr_matrix | None = None
+    ) -> np.ndarray:
+        users = np.atleast_1d(np.asarray(user_idx))
+        markets = self.user_market[users]
+        scores = self.model.score_users(users, markets).scores
+        if exclude is not None:
+            mask_scores(scores, exclude[users])
+        return self.model.top_items(scores, markets, k)
 
 
 class ListedOnly(Recommender):
@@ -824,9 +843,12 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
 
     Request: {"user_id", "market", "k", "exclude": [product_id...], "explain"}. Response:
     {"items": [{"product_id", "score", "reasons": [{"feature", "contribution"}]}], "cold_start"}.
+    A known user's ranked candidates come first, then (the back-fill) every other allowed item in
+    the first retriever's order, so k items come back whenever the market lists k the user may get.
     Unknown or history-less users get trending items of the market; an unknown market is a
     ValueError naming it. Items already bought, excluded or not listed in the market are never
-    returned; `max_per_category` caps any one category among the k.
+    returned; `max_per_category` caps any one category among the k. The family's evaluation ranks
+    through the same `score_users` and `top_items` (`BatchRecommender`).
     """
 
     feature_service: str | None = FEATURE_SERVICE
@@ -914,73 +936,114 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         k = int(request.get("k") or self.default_k)
         if k < 1:
             raise ValueError(f"k: must be at least 1, got {k}")
-        market_idx = self.market_index[market]
+        markets = np.array([self.market_index[market]])
         exclude = np.array(
             [self.item_index[item] for item in request.get("exclude") or () if item in self.item_index],
             dtype=np.int64,
         )
-        explain = bool(request.get("explain", False))
         user = self.user_index.get(request.get("user_id"))
-        if user is None or self.history.indptr[user + 1] == self.history.indptr[user]:
-            return self._cold_start(user, market_idx, k, exclude, explain)
-        return self._ranked(user, market_idx, k, exclude, explain, online)
+        scored = self.score_users(np.array([NO_USER if user is None else user]), markets, exclude, online)
+        top = self.top_items(scored.scores, markets, k)[0]
+        top = top[top != NO_ITEM]
+        items: list[dict[str, Any]] = [
+            {"product_id": str(self.item_ids[item]), "score": float(scored.scores[0, item])}
+            for item in top.tolist()
+        ]
+        if request.get("explain", False):
+            self._explain(items, top, scored)
+        return {"items": items, "cold_start": not bool(scored.warm[0])}
 
-    def _cold_start(self, user: int | None, market: int, k: int, exclude: np.ndarray, explain: bool) -> dict:
-        scores = self.stack.popular[market].astype(np.float64)[None, :]
-        if len(exclude):
-            scores[0, exclude] = -np.inf
-        bought = self.bought[user] if user is not None else None
-        top = self.rules.apply(scores, k, bought=bought, markets=[self.markets[market]])[0]
-        items = []
-        for item in top[top != NO_ITEM].tolist():
-            entry: dict[str, Any] = {"product_id": str(self.item_ids[item]), "score": float(scores[0, item])}
-            if explain:
-                entry["reasons"] = [{"feature": "trending_in_market", "contribution": float(scores[0, item])}]
-            items.append(entry)
-        return {"items": items, "cold_start": True}
-
-    def _ranked(
-        self, user: int, market: int, k: int, exclude: np.ndarray, explain: bool, online: dict | None
-    ) -> dict:
-        users = np.array([user])
-        user_features, affinity = self._user_features(user, online)
+    def score_users(
+        self,
+        users: np.ndarray,
+        markets: np.ndarray,
+        exclude: np.ndarray | None = None,
+        online: dict | None = None,
+    ) -> UserScores:
+        """Scores over the catalogue for each of `users` (the model's indices, NO_USER for one it does
+        not know) in `markets` (indices): a user with a history gets the ranker's scores for its
+        candidates and, below them all, every other allowed item in the first retriever's order (the
+        back-fill, so k items come back while k are allowed); anyone else gets trending in the market.
+        Barred (-inf): not listed in the market, already bought, in `exclude` (item indices). `online`
+        (Feast values) applies to a single user. Serving and evaluation both score through here."""
+        users, markets = np.asarray(users, dtype=np.int64), np.asarray(markets, dtype=np.int64)
+        known = users != NO_USER
+        warm = np.zeros(len(users), dtype=bool)
+        warm[known] = self.history.indptr[users[known] + 1] > self.history.indptr[users[known]]
+        scores = np.where(self.listed[markets], self.stack.popular[markets].astype(np.float64), -np.inf)
+        cold_known = np.flatnonzero(known & ~warm)
+        if len(cold_known):
+            barred = self._rows(self.bought, users[cold_known])
+            rows = np.repeat(cold_known, np.diff(barred.indptr))
+            scores[rows, barred.indices] = -np.inf
+        if exclude is not None and len(exclude):
+            scores[:, exclude] = -np.inf
+        if not warm.any():
+            return UserScores(scores, warm, None, None)
+        warm_users = users[warm]
+        if len(users) == 1:
+            user_features, affinity = self._user_features(int(users[0]), online)
+            user_features, affinity = user_features[None, :], affinity[None, :, :]
+        else:
+            user_features, affinity = self.user_features[warm_users], self.affinity[warm_users]
         candidate_set = candidates(
             self.stack,
-            users,
-            _csr_row(self.history, user),
-            _csr_row(self.bought, user),
-            np.array([market]),
+            warm_users,
+            self._rows(self.history, warm_users),
+            self._rows(self.bought, warm_users),
+            markets[warm],
             self.listed,
-            user_features[None, :],
-            affinity[None, :, :],
+            user_features,
+            affinity,
             self.item_market,
             self.item_category,
             self.per_retriever,
             extra_barred=exclude,
         )
-        if not len(candidate_set.items):
-            return self._cold_start(user, market, k, exclude, explain)
         ranked = self.booster.predict(candidate_set.features, num_threads=1)
-        scores = np.full((1, len(self.item_ids)), -np.inf)
-        scores[0, candidate_set.items] = ranked
-        top = self.rules.apply(scores, k, markets=[self.markets[market]])[0]
-        top = top[top != NO_ITEM]
-        rows = np.searchsorted(candidate_set.items, top)  # candidate items are sorted
-        items = [
-            {"product_id": str(self.item_ids[item]), "score": float(ranked[row])}
-            for item, row in zip(top.tolist(), rows.tolist(), strict=True)
-        ]
-        if explain and len(rows):
-            contributions = self.booster.predict(
-                candidate_set.features[rows], pred_contrib=True, num_threads=1
-            )
-            for entry, row in zip(items, contributions[:, :-1], strict=True):
-                order = np.argsort(-np.abs(row), kind="stable")[:3]
+        scores[warm] = full_scores(candidate_set, ranked)
+        return UserScores(scores, warm, candidate_set, ranked)
+
+    def top_items(self, scores: np.ndarray, markets: np.ndarray, k: int) -> np.ndarray:
+        """The top k item indices per row of `score_users` scores under the serve-time rules (the
+        category cap; listing, bought and exclusions are barred in the scores already)."""
+        if self.rules.max_per_category is None:
+            return top_items_in_order(scores, k)
+        return self.rules.apply(scores, k, markets=[self.markets[market] for market in markets])
+
+    def _explain(self, items: list[dict[str, Any]], top: np.ndarray, scored: UserScores) -> None:
+        """Reasons for one user's items: the ranker's three largest feature contributions for a
+        ranked candidate; for a back-filled one the first retriever's standardised score; for
+        trending items their trending score."""
+        if not scored.warm[0]:
+            for entry in items:
+                entry["reasons"] = [{"feature": "trending_in_market", "contribution": entry["score"]}]
+            return
+        candidate_set = scored.candidates
+        rows = np.minimum(np.searchsorted(candidate_set.items, top), len(candidate_set.items) - 1)
+        is_candidate = candidate_set.items[rows] == top  # candidate items are sorted
+        contributions = (
+            self.booster.predict(candidate_set.features[rows[is_candidate]], pred_contrib=True, num_threads=1)
+            if is_candidate.any()
+            else np.empty((0, len(self.feature_names) + 1))
+        )
+        ranked_reasons = iter(contributions[:, :-1])
+        for entry, item, ranked in zip(items, top.tolist(), is_candidate.tolist(), strict=True):
+            if not ranked:
                 entry["reasons"] = [
-                    {"feature": self.feature_names[column], "contribution": float(row[column])}
-                    for column in order
+                    {"feature": BACKFILL_REASON, "contribution": float(candidate_set.background[0, item])}
                 ]
-        return {"items": items, "cold_start": False}
+                continue
+            row = next(ranked_reasons)
+            order = np.argsort(-np.abs(row), kind="stable")[:3]
+            entry["reasons"] = [
+                {"feature": self.feature_names[column], "contribution": float(row[column])}
+                for column in order
+            ]
+
+    @staticmethod
+    def _rows(matrix: sp.csr_matrix, users: np.ndarray) -> sp.csr_matrix:
+        return _csr_row(matrix, int(users[0])) if len(users) == 1 else matrix[users]
 
     def _user_features(self, user: int, online: dict | None) -> tuple[np.ndarray, np.ndarray]:
         """The user's features from Feast online values where present, else the held ones."""
@@ -1127,15 +1190,19 @@ def fit_model(
 # evaluation
 
 
-def evaluate_model(fitted: FittedRecommender, data: RecommenderData, config: RecommenderConfig) -> Evaluation:
+def evaluate_model(
+    model: RecommenderModel, fitted: FittedRecommender, data: RecommenderData, config: RecommenderConfig
+) -> Evaluation:
+    """`model` (the served pyfunc of `fitted`, trained on `data`) and the baselines on the test period.
+    Tradewind's rankings are the served model's own, wound back to the start of the test period as
+    the retraining gate does (`as_of_holdout`), through the code `answer` runs."""
     from training.evaluation.ranking import evaluate_recommenders, quality_vs_oracle, recommend_in_batches
 
     k = config.evaluation.k
     history = data.interactions(before=data.test_start)
     bought = data.purchases(before=data.test_start)
     test = data.purchases(start=data.test_start)
-    period = data.features["test"]
-    tradewind = BatchRecommender(fitted, data, history, bought, period)
+    tradewind = BatchRecommender(as_of_holdout(model, data, stack=fitted.stack), data.user_market)
     market_labels = np.asarray(data.markets, dtype=object)[data.user_market]
     params = {"ease_l2": config.retrieval.ease_l2, "knn_neighbours": config.retrieval.knn_neighbours}
     baselines: dict[str, Recommender] = {
@@ -1333,7 +1400,9 @@ def compare_served_models(
     return HoldoutComparison(f"ndcg@{k}", True, scores["champion"], scores["challenger"], holdout, details)
 
 
-def as_of_holdout(model: RecommenderModel, data: RecommenderData) -> RecommenderModel:
+def as_of_holdout(
+    model: RecommenderModel, data: RecommenderData, stack: RetrievalStack | None = None
+) -> RecommenderModel:
     """A copy of a served model that knows only what was known when `data`'s test period began: the
     users' interactions, purchases and Feast feature values as of `data.test_start`, mapped onto the
     model's own user, item, category and market ids. What it learned stays its own: retrievers,
@@ -1341,9 +1410,11 @@ def as_of_holdout(model: RecommenderModel, data: RecommenderData) -> Recommender
 
     A served model holds every history up to its training end, which for the newest model is the
     end of the test period: scored as it is, it would bar the period's purchases as already bought
-    and read features that count them, while an older champion would not.
+    and read features that count them, while an older champion would not. `stack`: the model's
+    retrievers as of the test period's start, where known (the family's evaluation has them: two-tower
+    user vectors from the histories before it); the gate has only the served ones.
     """
-    if "two_tower" in model.stack.names:
+    if stack is None and "two_tower" in model.stack.names:
         # its user vectors come from the histories it was trained with; the tower is not served
         logger.warning("two-tower user vectors of the model compared may include test-period purchases")
     users = _positions(model.user_ids, data.user_ids)
@@ -1352,6 +1423,8 @@ def as_of_holdout(model: RecommenderModel, data: RecommenderData) -> Recommender
     markets = _positions(np.asarray(model.markets), np.asarray(data.markets))
     period = data.features["test"]
     rewound = copy.copy(model)  # shallow: only the attributes set below differ from the model's
+    if stack is not None:
+        rewound.stack = stack
     rewound.history = _reindexed(data.interactions(before=data.test_start).matrix, users, items)
     rewound.bought = _reindexed(data.purchases(before=data.test_start).binary(), users, items)
     rewound.user_features = _take(period.user, users, axis=0)
@@ -1468,7 +1541,7 @@ class RecommenderFamily:
     ) -> Evaluation:
         model: RecommenderModel = trained.python_model
         fitted = model.__dict__.pop("fitted_")
-        return evaluate_model(fitted, training_set.data, config)
+        return evaluate_model(model, fitted, training_set.data, config)
 
     def compare_on_holdout(
         self,

@@ -27,9 +27,10 @@ from training.retrain import DECISION_TAG, load_served_model, retrain
 from training.tracking import configure_tracking, tracking_client
 
 HELD_DAYS = 2
-# the recommender's ranker with one tree over one candidate per retriever: its answers hold a
-# handful of items instead of ten
-CRIPPLED_RECOMMENDER = {"n_estimators": 1, "candidates_per_retriever": 1, "knn_neighbours": 1}
+# the recommender's ranker learned nothing (one tree that may not split: every candidate ties) and
+# the whole catalogue is its candidates, so its answers come in catalogue order. (Fewer candidates
+# would not cripple it: answers back-fill to k items in EASE order, a strong order on a tiny world.)
+CRIPPLED_RECOMMENDER = {"n_estimators": 1, "candidates_per_retriever": 100_000, "min_child_samples": 10**9}
 # one DQN episode over lambda factors of e^-5 .. e^5, and a one-tree click model
 CRIPPLED_BIDDER = {"episodes": 1, "lambda_range": 5.0, "click_n_estimators": 1}
 TINY_BIDDER = {

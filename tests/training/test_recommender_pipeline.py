@@ -3,10 +3,12 @@ served pyfunc's answers, and a resumable Optuna study with nested runs."""
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
@@ -224,3 +226,73 @@ def test_benchmark_names_a_missing_column_of_an_interactions_file(
     assert "no column 'when' (--time-col)" in error and str(path) in error
     assert main(["--dataset", str(tmp_path / "missing.csv")]) == 2
     assert "neither a known data set" in capsys.readouterr().err
+
+
+def test_evaluation_ranks_what_serving_answers(
+    trained: tuple[Settings, TrainResult], served: RecommenderModel
+) -> None:
+    """The evaluation's ranked list of a holdout user (the served model wound back to the start of
+    the test period, ranked in batches) is the served answer's item list for the same k, and the
+    evaluation's nDCG@k is that of the served answers. Answers back-fill to k items."""
+    from models.recommendation.rules import ServingRules
+    from training.evaluation.ranking import ranking_metrics, recommend_in_batches
+    from training.recommender import (
+        BACKFILL_REASON,
+        BatchRecommender,
+        _relevant,
+        as_of_holdout,
+        served_rankings,
+    )
+
+    settings, result = trained
+    config = small_config()
+    data = FAMILY.training_set(settings, config).data
+    k, depth = config.evaluation.k, config.evaluation.curve_max_k
+    bought = data.purchases(before=data.test_start)
+    relevant = _relevant(bought, data.purchases(start=data.test_start))
+    holdout_users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    users = holdout_users[:: max(1, len(holdout_users) // 40)]
+    # the served two-tower user vectors would know the test period (see as_of_holdout): off here
+    assert "two_tower" not in served.stack.names
+    rewound = as_of_holdout(served, data)
+    evaluated = recommend_in_batches(BatchRecommender(rewound, data.user_market), users, depth, bought.matrix)
+    answered, _, unserved = served_rankings(rewound, data, users, k)
+    assert unserved == 0
+    np.testing.assert_array_equal(evaluated[:, :k], answered)
+    # the figure the run logged is the served answers' nDCG over every holdout user
+    all_answered, _, _ = served_rankings(rewound, data, holdout_users, k)
+    served_ndcg = ranking_metrics(all_answered, relevant[holdout_users], k)["ndcg"]
+    assert result.evaluation.primary == pytest.approx(served_ndcg, abs=1e-12)
+
+    # k items whenever the market lists k the user has not bought: the ranked candidates, then
+    # the back-fill, which says so in its reasons
+    allowed = data.listed[data.user_market[users]] & ~bought.binary()[users].toarray().astype(bool)
+    filled = (answered != -1).sum(axis=1)
+    np.testing.assert_array_equal(filled, np.minimum(allowed.sum(axis=1), k))
+    user = int(users[0])
+    few = copy.copy(rewound)
+    few.per_retriever = 2  # few candidates, so most of the catalogue comes from the back-fill
+    request = {
+        "user_id": str(data.user_ids[user]),
+        "market": data.markets[int(data.user_market[user])],
+        "k": len(data.item_ids),
+        "exclude": [],
+        "explain": True,
+    }
+    everything = few.answer(request)
+    assert len(everything["items"]) == allowed[0].sum()
+    assert [entry["score"] for entry in everything["items"]] == sorted(
+        (entry["score"] for entry in everything["items"]), reverse=True
+    )
+    kinds = [entry["reasons"][0]["feature"] == BACKFILL_REASON for entry in everything["items"]]
+    assert not kinds[0] and kinds[-1] and kinds == sorted(kinds), "back-fill follows every candidate"
+
+    # with a category cap the two paths still agree, and the cap holds
+    capped = copy.copy(rewound)
+    capped.rules = ServingRules(rewound.rules.item_markets, rewound.item_category, max_per_category=2)
+    capped_evaluated = recommend_in_batches(BatchRecommender(capped, data.user_market), users, depth, None)
+    capped_answered, _, _ = served_rankings(capped, data, users, k)
+    np.testing.assert_array_equal(capped_evaluated[:, :k], capped_answered)
+    for row in capped_answered:
+        categories = data.item_category[row[row != -1]]
+        assert np.bincount(categories).max() <= 2
