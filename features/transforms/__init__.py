@@ -34,6 +34,12 @@ Size and speed, fake marketplace of 5k users x 730 days, 3.65M events, 2.2M auct
 listings (`python -m benchmarks.feature_store_bench`): ~2.9M user_activity rows, 4.5M affinity,
 5.0M popularity, 2.1M demand; the full build takes 100-140 s on 2 busy cores (polars, peak 3.5 GB).
 Windows are running totals read with as-of joins on integer entity codes (`windows.py`).
+
+Memory. The per entity x day grids grow with users x days (a 10x world's user grid alone holds
+~35M user-days), so the user and product x market tables are computed in parts of
+`build.KEYS_PER_PART` entities, each written to disk, then merged into one file in time order a
+slice of time at a time. Every value depends on its own entity's rows only, so the rows are the
+same for any part size.
 """
 
 from features.transforms.build import build_feature_tables, feature_table_path

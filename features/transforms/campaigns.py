@@ -59,5 +59,6 @@ def campaign_stats(inputs: FeatureInputs) -> pl.LazyFrame:
     return stamp_days(codes.decode(compact), inputs.market_day_ends)
 
 
-def campaign_tables(inputs: FeatureInputs) -> dict[str, pl.LazyFrame]:
-    return {CAMPAIGN_STATS.name: campaign_stats(inputs)}
+def campaign_tables(inputs: FeatureInputs, keys_per_part: int) -> dict[str, list[pl.LazyFrame]]:
+    """One part: a few hundred campaigns (`keys_per_part` does not apply)."""
+    return {CAMPAIGN_STATS.name: [campaign_stats(inputs)]}

@@ -13,6 +13,29 @@ from features.transforms.calendar import local_date, market_day_ends, per_market
 from features.transforms.windows import DAY
 
 LOCAL_DAY = "local_day"
+EVENT_COLUMNS = (
+    "user_id",
+    "product_id",
+    "market_id",
+    "category",
+    "event_type",
+    "quantity",
+    "unit_price_usd",
+    DAY,
+    LOCAL_DAY,
+)
+AUCTION_COLUMNS = (
+    "campaign_id",
+    "market_id",
+    "won",
+    "click",
+    "conversion",
+    "value",
+    "market_price",
+    "usd_rate",
+    DAY,
+    LOCAL_DAY,
+)
 
 
 @dataclass(frozen=True)
@@ -115,9 +138,10 @@ def load_inputs(contract_dir: Path, as_of: datetime | None = None) -> FeatureInp
     )
 
     # Held in memory: every table reads them, and their enrichment (rates, local days) is the costly
-    # part of a plan that the lazy engine would otherwise repeat per use.
-    events_frame = events.collect()
-    auctions_frame = auctions.collect()
+    # part of a plan that the lazy engine would otherwise repeat per use. Only the columns the
+    # transformations read: ids, channels and slots would be most of the memory of a large world.
+    events_frame = events.select(EVENT_COLUMNS).collect()
+    auctions_frame = auctions.select(AUCTION_COLUMNS).collect()
     promotions = scan_table(contract_dir, "promotions")
     sales = scan_table(contract_dir, "sales").filter(pl.col("date") <= last_day + timedelta(days=1))
     first_days = [

@@ -33,5 +33,6 @@ def market_daily(inputs: FeatureInputs) -> pl.LazyFrame:
     return stamp_days(codes.decode(compact), inputs.market_day_ends)
 
 
-def market_tables(inputs: FeatureInputs) -> dict[str, pl.LazyFrame]:
-    return {MARKET_DAILY.name: market_daily(inputs)}
+def market_tables(inputs: FeatureInputs, keys_per_part: int) -> dict[str, list[pl.LazyFrame]]:
+    """One part: a handful of markets (`keys_per_part` does not apply)."""
+    return {MARKET_DAILY.name: [market_daily(inputs)]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import polars as pl
@@ -18,6 +19,7 @@ from features.transforms.windows import (
     alive_week_ends,
     by_key_and_day,
     drop_unchanged,
+    key_parts,
     ratio,
     running_totals,
     window_sums,
@@ -85,8 +87,15 @@ def _category_touches(inputs: FeatureInputs) -> tuple[KeyCodes, pl.LazyFrame]:
     return codes, daily.collect().lazy()
 
 
+def _user_of_pair(category_codes: KeyCodes, user_codes: KeyCodes) -> pl.DataFrame:
+    """The user code (`_key`) of every user x category code (`_pair`)."""
+    return (
+        user_codes.encode(category_codes.table.lazy().rename({KEY: "_pair"})).select("_pair", KEY).collect()
+    )
+
+
 def _distinct_category_changes(
-    category_codes: KeyCodes, category_daily: pl.LazyFrame, user_codes: KeyCodes, inputs: FeatureInputs
+    category_daily: pl.LazyFrame, user_of_pair: pl.DataFrame, inputs: FeatureInputs
 ) -> pl.LazyFrame:
     """Per user and day, by how much the number of categories touched in the last W days changes.
 
@@ -94,15 +103,13 @@ def _distinct_category_changes(
     one on its first day and removes it the day after its last, so the running total of these
     changes is the distinct count on any day.
     """
-    # the user code of every user x category code
-    user_of_pair = user_codes.encode(category_codes.table.lazy().rename({KEY: "_pair"})).select("_pair", KEY)
     changes = []
     for window in AFFINITY_WINDOWS:
         anchors = category_daily.select(KEY, DAY, pl.lit(window - 1, dtype=pl.Int64).alias("horizon"))
         ranges = (
             active_ranges(anchors, inputs.last_day)
             .rename({KEY: "_pair"})
-            .join(user_of_pair, on="_pair")
+            .join(user_of_pair.lazy(), on="_pair")
             .select(KEY, "_from", "_until")
         )
         column = f"distinct_categories_{window}d"
@@ -115,73 +122,97 @@ def _distinct_category_changes(
     return merged.with_columns(pl.col(f"distinct_categories_{w}d").fill_null(0) for w in AFFINITY_WINDOWS)
 
 
+def _pairs_of(user_of_pair: pl.DataFrame, users: pl.Expr) -> pl.Expr:
+    """A filter on user x category codes: the pairs of the users `users` selects."""
+    return pl.col(KEY).is_in(user_of_pair.filter(users)["_pair"].implode())
+
+
 def user_activity(
-    inputs: FeatureInputs, category_codes: KeyCodes, category_daily: pl.LazyFrame
-) -> pl.LazyFrame:
+    inputs: FeatureInputs, category_codes: KeyCodes, category_daily: pl.LazyFrame, users_per_part: int
+) -> Iterator[pl.LazyFrame]:
+    """The table in parts of `users_per_part` users: a user's rows depend on their own events only,
+    and a row per user and alive day (the grid the windows are read on) outgrows memory at once."""
     events = _with_price_level(inputs)
     codes = KeyCodes.of([inputs.events], ["user_id"])
-    daily = codes.encode(_user_daily(events)).collect().lazy()  # read by several joins below
-    # Daily rows while the user is within 90 days of an event: recency moves every day.
-    anchors = daily.select(KEY, DAY, pl.lit(HORIZON_DAYS, dtype=pl.Int64).alias("horizon"))
-    grid = alive_days(anchors, inputs.last_day)
-    columns = ["views", "carts", "purchases", "spend_usd", "price_level_sum", "price_level_count"]
-    frame = window_sums(grid, daily, columns, ACTIVITY_WINDOWS)
+    all_daily = codes.encode(_user_daily(events)).collect()  # read by several joins below
+    user_of_pair = _user_of_pair(category_codes, codes)
+    home_markets = codes.encode(
+        inputs.users.select("user_id", pl.col("market_id").alias("home_market"))
+    ).collect()
+    for users in key_parts(codes, users_per_part):
+        daily = all_daily.lazy().filter(users)
+        # Daily rows while the user is within 90 days of an event: recency moves every day.
+        anchors = daily.select(KEY, DAY, pl.lit(HORIZON_DAYS, dtype=pl.Int64).alias("horizon"))
+        grid = alive_days(anchors, inputs.last_day)
+        columns = ["views", "carts", "purchases", "spend_usd", "price_level_sum", "price_level_count"]
+        frame = window_sums(grid, daily, columns, ACTIVITY_WINDOWS)
 
-    distinct_changes = _distinct_category_changes(category_codes, category_daily, codes, inputs)
-    distinct_columns = [f"distinct_categories_{window}d" for window in AFFINITY_WINDOWS]
-    frame = running_totals(frame, distinct_changes, distinct_columns)
+        pairs = category_daily.filter(_pairs_of(user_of_pair, users))
+        distinct_changes = _distinct_category_changes(pairs, user_of_pair, inputs)
+        distinct_columns = [f"distinct_categories_{window}d" for window in AFFINITY_WINDOWS]
+        frame = running_totals(frame, distinct_changes, distinct_columns)
 
-    home_markets = codes.encode(inputs.users.select("user_id", pl.col("market_id").alias("home_market")))
-    purchase_days = (
-        daily.filter(pl.col("purchases") > 0)
-        .select(KEY, DAY, pl.col(DAY).alias("_last_purchase_day"))
-        .sort(by_key_and_day())
-    )
-    frame = (
-        frame.join_asof(purchase_days, on=DAY, by=KEY, strategy="backward", check_sortedness=False)
-        .with_columns(
-            (pl.col(DAY) - pl.col("_last_purchase_day"))
-            .dt.total_days()
-            .clip(upper_bound=RECENCY_CAP_DAYS)
-            .cast(pl.Int64)
-            .alias("days_since_last_purchase"),
-            ratio("price_level_sum_90d", "price_level_count_90d").alias("price_level_90d"),
+        purchase_days = (
+            daily.filter(pl.col("purchases") > 0)
+            .select(KEY, DAY, pl.col(DAY).alias("_last_purchase_day"))
+            .sort(by_key_and_day())
         )
-        .join(home_markets, on=KEY, how="left")
-    )
-    compact = drop_unchanged(frame, USER_ACTIVITY.feature_names)
-    return stamp_days(codes.decode(compact), None)
+        frame = (
+            frame.join_asof(purchase_days, on=DAY, by=KEY, strategy="backward", check_sortedness=False)
+            .with_columns(
+                (pl.col(DAY) - pl.col("_last_purchase_day"))
+                .dt.total_days()
+                .clip(upper_bound=RECENCY_CAP_DAYS)
+                .cast(pl.Int64)
+                .alias("days_since_last_purchase"),
+                ratio("price_level_sum_90d", "price_level_count_90d").alias("price_level_90d"),
+            )
+            .join(home_markets.lazy(), on=KEY, how="left")
+        )
+        compact = drop_unchanged(frame, USER_ACTIVITY.feature_names)
+        yield stamp_days(codes.decode(compact), None)
 
 
-def user_category_affinity(inputs: FeatureInputs, codes: KeyCodes, daily: pl.LazyFrame) -> pl.LazyFrame:
+def user_category_affinity(
+    inputs: FeatureInputs, codes: KeyCodes, all_daily: pl.LazyFrame, users_per_part: int
+) -> Iterator[pl.LazyFrame]:
     """Weekly (Sunday) rows: affinity is a slow preference, and a daily row for every category a
-    user touched would multiply the table by seven for little change."""
-    anchors = daily.select(KEY, DAY, pl.lit(max(AFFINITY_WINDOWS), dtype=pl.Int64).alias("horizon"))
-    points = alive_week_ends(anchors, inputs.last_day)
-    counts = window_sums(points, daily, ["interactions", "purchases"], AFFINITY_WINDOWS)
+    user touched would multiply the table by seven for little change. In parts of `users_per_part`
+    users, all categories of a user in one part (shares are of the user's total)."""
+    user_codes = KeyCodes.of([codes.table.lazy()], ["user_id"])
+    user_of_pair = _user_of_pair(codes, user_codes)
     # per user and week totals, grouped by an integer user number rather than the user_id string
     users = codes.table.lazy().select(KEY, pl.col("user_id").rank("dense").alias("_user"))
     user_week = ["_user", DAY]
-    shares = (
-        counts.join(users, on=KEY)
-        .with_columns(
-            ratio("interactions_90d", pl.col("interactions_90d").sum().over(user_week)).alias(
-                "interaction_share_90d"
-            ),
-            ratio("purchases_90d", pl.col("purchases_90d").sum().over(user_week)).alias("purchase_share_90d"),
+    for part in key_parts(user_codes, users_per_part):
+        daily = all_daily.filter(_pairs_of(user_of_pair, part))
+        anchors = daily.select(KEY, DAY, pl.lit(max(AFFINITY_WINDOWS), dtype=pl.Int64).alias("horizon"))
+        points = alive_week_ends(anchors, inputs.last_day)
+        counts = window_sums(points, daily, ["interactions", "purchases"], AFFINITY_WINDOWS)
+        shares = (
+            counts.join(users, on=KEY)
+            .with_columns(
+                ratio("interactions_90d", pl.col("interactions_90d").sum().over(user_week)).alias(
+                    "interaction_share_90d"
+                ),
+                ratio("purchases_90d", pl.col("purchases_90d").sum().over(user_week)).alias(
+                    "purchase_share_90d"
+                ),
+            )
+            .sort(by_key_and_day())
         )
-        .sort(by_key_and_day())
-    )
-    # A category leaves the table with one all-zero row once its 90 days have passed.
-    previous_alive = (pl.col(KEY) == pl.col(KEY).shift(1)) & (pl.col("interactions_90d").shift(1) > 0)
-    alive = shares.filter((pl.col("interactions_90d") > 0) | previous_alive.fill_null(False))
-    compact = drop_unchanged(alive, USER_CATEGORY_AFFINITY.feature_names)
-    return stamp_days(codes.decode(compact), None)
+        # A category leaves the table with one all-zero row once its 90 days have passed.
+        previous_alive = (pl.col(KEY) == pl.col(KEY).shift(1)) & (pl.col("interactions_90d").shift(1) > 0)
+        alive = shares.filter((pl.col("interactions_90d") > 0) | previous_alive.fill_null(False))
+        compact = drop_unchanged(alive, USER_CATEGORY_AFFINITY.feature_names)
+        yield stamp_days(codes.decode(compact), None)
 
 
-def user_tables(inputs: FeatureInputs) -> dict[str, pl.LazyFrame]:
+def user_tables(inputs: FeatureInputs, users_per_part: int) -> dict[str, Iterator[pl.LazyFrame]]:
     category_codes, category_daily = _category_touches(inputs)
     return {
-        USER_ACTIVITY.name: user_activity(inputs, category_codes, category_daily),
-        USER_CATEGORY_AFFINITY.name: user_category_affinity(inputs, category_codes, category_daily),
+        USER_ACTIVITY.name: user_activity(inputs, category_codes, category_daily, users_per_part),
+        USER_CATEGORY_AFFINITY.name: user_category_affinity(
+            inputs, category_codes, category_daily, users_per_part
+        ),
     }

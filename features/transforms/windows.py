@@ -54,6 +54,21 @@ class KeyCodes:
         return decoded if keep_code else decoded.drop(KEY)
 
 
+def key_parts(codes: KeyCodes, keys_per_part: int) -> list[pl.Expr]:
+    """Filters that split the codes into consecutive ranges of at most `keys_per_part` keys.
+
+    A table whose values depend on one entity's rows only is computed part by part: the same
+    rows, with the memory of one part (every key-day of a large world at once does not fit).
+    """
+    if keys_per_part < 1:
+        raise ValueError(f"keys_per_part: must be at least 1, got {keys_per_part}")
+    count = max(codes.table.height, 1)
+    return [
+        pl.col(KEY).is_between(start, min(start + keys_per_part, count), closed="left")
+        for start in range(0, count, keys_per_part)
+    ]
+
+
 def by_key_and_day() -> pl.Expr:
     """One integer that orders rows by key, then day (a two-column sort is several times slower)."""
     return pl.col(KEY) * (1 << _DAY_BITS) + pl.col(DAY).cast(pl.Int32).cast(pl.Int64)
