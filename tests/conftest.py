@@ -8,34 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from marketplace_worlds import build_world
 
-from configs import load_config
 from configs.settings import Settings
 
 # LightGBM's OpenMP threads wait passively instead of spinning: on 2 shared cores spinning makes the
 # suite crawl (as training/cli.py does for the CLI)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# small enough to build in well under a minute, large enough for every family to train on
-TINY_SCALE = 0.05
-
 
 @pytest.fixture(scope="session")
 def tiny_marketplace(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Generated, ingested, feature tables built, Feast applied and materialized; do not write to
     its contract or feature tables (copy it, or use a fresh one, for tests that change data)."""
-    from features.ingest import ingest
-    from features.simulator import MarketplaceConfig, generate_marketplace
-    from features.store import apply_definitions, materialize
-    from features.transforms import build_feature_tables
-
     settings = Settings(data_dir=Path(tmp_path_factory.mktemp("tiny-marketplace")) / "data")
-    config = load_config("marketplace", MarketplaceConfig)
-    generate_marketplace(config, settings.raw_dir, settings.truth_dir, scale=TINY_SCALE)
-    ingest(settings, settings.raw_dir)
-    build_feature_tables(settings)
-    apply_definitions(settings)
-    materialize(settings)
+    build_world(settings)
     return settings
 
 

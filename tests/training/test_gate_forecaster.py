@@ -15,8 +15,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from marketplace_worlds import build_world
 
-from configs import load_config, validate_config
+from configs import validate_config
 from configs.settings import Settings
 from training.forecaster import FAMILY, ForecasterConfig, ForecasterModel, default_params
 from training.pipeline import HoldoutComparison, NoHoldout, TrainingSet, train
@@ -51,28 +52,9 @@ class GateWorld:
 def gate_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateWorld]:
     """A fresh tiny world (not the session's, which must not change) with its last days held back,
     and an MLflow store of its own."""
-    from conftest import TINY_SCALE
-
-    from features.ingest import ingest
-    from features.simulator import MarketplaceConfig, generate_marketplace
-    from features.simulator.partitions import hold_back_days
-    from features.store import apply_definitions, materialize
-    from features.transforms import build_feature_tables
-
     root = Path(tmp_path_factory.mktemp("gate-forecaster"))
     settings = Settings(data_dir=root / "data")
-    generate_marketplace(
-        load_config("marketplace", MarketplaceConfig),
-        settings.raw_dir,
-        settings.truth_dir,
-        scale=TINY_SCALE,
-        progress=False,
-    )
-    held = hold_back_days(settings.raw_dir, HELD_DAYS)
-    ingest(settings, settings.raw_dir, partition="generated", progress=False)
-    build_feature_tables(settings)
-    apply_definitions(settings)
-    materialize(settings)
+    held = build_world(settings, hold_back_days=HELD_DAYS)
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         settings = settings.model_copy(

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from marketplace_worlds import build_world
 
 from configs import load_config, validate_config
 from configs.settings import MlflowSettings, Settings
@@ -80,30 +81,11 @@ class Trained:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A fresh tiny marketplace (the session's one stays untouched) with its last HELD_DAYS days held
     back as raw partitions, and an empty MLflow store of its own."""
-    from conftest import TINY_SCALE
-
-    from features.ingest import ingest
-    from features.simulator import MarketplaceConfig, generate_marketplace
-    from features.simulator.partitions import hold_back_days
-    from features.store import apply_definitions, materialize
-    from features.transforms import build_feature_tables
-
     root = tmp_path_factory.mktemp("gate-world")
     settings = Settings(
         data_dir=root / "data", mlflow=MlflowSettings(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     )
-    generate_marketplace(
-        load_config("marketplace", MarketplaceConfig),
-        settings.raw_dir,
-        settings.truth_dir,
-        scale=TINY_SCALE,
-        progress=False,
-    )
-    hold_back_days(settings.raw_dir, HELD_DAYS)
-    ingest(settings, settings.raw_dir, partition="generated", progress=False)
-    build_feature_tables(settings)
-    apply_definitions(settings)
-    materialize(settings)
+    build_world(settings, hold_back_days=HELD_DAYS)
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         yield settings

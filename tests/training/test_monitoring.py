@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from marketplace_worlds import build_world
 from typer.testing import CliRunner
 
 from configs import ConfigError, load_config, validate_config
@@ -29,7 +30,6 @@ from training.monitoring.monitor import REPORT_JSON, REPORT_MARKDOWN, decide
 from training.monitoring.psi import categorical_psi, numeric_psi, share_psi
 
 HELD_BACK_DAYS = 3
-TINY_SCALE = 0.05  # as tests/conftest.py's session marketplace
 
 # ---------------------------------------------------------------------------------------------
 # PSI
@@ -181,11 +181,6 @@ def _forecaster_config() -> object:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A fresh tiny world with its last days held back, and a recommender and forecaster champion."""
-    from features.ingest import ingest
-    from features.simulator import MarketplaceConfig, generate_marketplace
-    from features.simulator.partitions import hold_back_days
-    from features.store import apply_definitions
-    from features.transforms import build_feature_tables
     from training.forecaster import FAMILY as FORECASTER
     from training.pipeline import train
     from training.recommender import FAMILY as RECOMMENDER
@@ -195,12 +190,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     settings = Settings(data_dir=folder / "data", mlflow=MlflowSettings(tracking_uri=uri))
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        config = load_config("marketplace", MarketplaceConfig)
-        generate_marketplace(config, settings.raw_dir, settings.truth_dir, scale=TINY_SCALE)
-        hold_back_days(settings.raw_dir, HELD_BACK_DAYS)
-        ingest(settings, settings.raw_dir, partition="generated", progress=False)
-        build_feature_tables(settings)
-        apply_definitions(settings)
+        build_world(settings, hold_back_days=HELD_BACK_DAYS)
         recommender_config, forecaster_config = _recommender_config(), _forecaster_config()
         train(settings, RECOMMENDER, recommender_config)
         train(settings, FORECASTER, forecaster_config)

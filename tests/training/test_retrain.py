@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from marketplace_worlds import build_world
 from retrain_toys import LineConfig, LineFamily
 
 from configs.settings import MlflowSettings, Settings
@@ -39,28 +40,8 @@ GOOD = {"shrink": 0.0}
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A tiny marketplace whose last days wait in raw/ as daily partitions."""
-    from conftest import TINY_SCALE
-
-    from configs import load_config
-    from features.ingest import ingest
-    from features.simulator import MarketplaceConfig, generate_marketplace
-    from features.simulator.partitions import hold_back_days
-    from features.store import apply_definitions, materialize
-    from features.transforms import build_feature_tables
-
     settings = Settings(data_dir=tmp_path_factory.mktemp("retrain-world") / "data")
-    generate_marketplace(
-        load_config("marketplace", MarketplaceConfig),
-        settings.raw_dir,
-        settings.truth_dir,
-        scale=TINY_SCALE,
-        progress=False,
-    )
-    hold_back_days(settings.raw_dir, HELD_DAYS)
-    ingest(settings, settings.raw_dir, partition="generated", progress=False)
-    build_feature_tables(settings)
-    apply_definitions(settings)
-    materialize(settings)
+    build_world(settings, hold_back_days=HELD_DAYS)
     return settings
 
 
