@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 APP = "reliability"
 POLL_S = 1.0
+REGISTRY_TIMEOUT_S = 5.0  # serving's registry_timeout_s default
 SERVER_START_S = 180  # `mlflow server` imports MLflow twice (CLI, then uvicorn): slow on 2 busy cores
 STOP_GRACE_S = 10
 MODEL_ENDPOINTS = ("recommend", "forecast", "bid")
@@ -269,6 +270,13 @@ def test_serving_goes_on_while_the_registry_server_is_down(served: Served) -> No
         httpx.get(f"{server.url}/health", timeout=2)
     wait_for(lambda: all_endpoints(False), 5 * POLL_S + 20, "every endpoint to report the registry down")
     print(f"\nregistry reported unreachable {time.monotonic() - stopped:.1f} s after the stop")
+    # /models asks one replica per call; a replica whose poll was in flight when the server went away
+    # learns of it once that call times out (serving's registry_timeout_s)
+    wait_for(
+        lambda: all(all_endpoints(False) for _ in range(6)),
+        REGISTRY_TIMEOUT_S + 5 * POLL_S + 20,
+        "every replica of every endpoint to report the registry down",
+    )
 
     # several polls with the server down: every request is still answered by the loaded models, and
     # every status (two Recommender replicas: /models asks one of them each time) says so
@@ -290,7 +298,11 @@ def test_serving_goes_on_while_the_registry_server_is_down(served: Served) -> No
 
     server.start()  # same port, same store
     restarted_at = datetime.now(UTC)
-    wait_for(lambda: all_endpoints(True), 5 * POLL_S + 20, "every endpoint to see the registry back")
+    wait_for(
+        lambda: all(all_endpoints(True) for _ in range(6)),
+        5 * POLL_S + 20,
+        "every replica of every endpoint to see the registry back",
+    )
     print(
         f"registry reported reachable again {(datetime.now(UTC) - restarted_at).total_seconds():.1f} s later"
     )
