@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from tiny_configs import TINY_BIDDER
 
 from configs import validate_config
 from configs.settings import Settings
@@ -15,25 +16,9 @@ from training.pipeline import TrainResult, train, tune
 from training.registry import CHAMPION, load_by_alias
 from training.tracking import configure_tracking, tracking_client
 
-# small enough for seconds, large enough that every part runs: 3 held-out days, a short DQN
-TINY_CONFIG = {
-    "data": {"test_days": 3, "train_days": 8, "click_model_days": 60, "min_train_days": 4},
-    "click_model": {"n_estimators": 30, "min_child_samples": 50},
-    "dqn": {
-        "episodes": 20,
-        "hidden_size": 16,
-        "batch_size": 32,
-        "updates_per_episode": 2,
-        "validation_every": 10,
-        "validation_episodes": 2,
-        "n_steps": 12,
-    },
-    "evaluation": {"tuning_grid_size": 10},
-}
-
 
 def tiny_config() -> BidderConfig:
-    return validate_config(TINY_CONFIG, BidderConfig, "tiny bidder config")
+    return validate_config(TINY_BIDDER, BidderConfig, "tiny bidder config")
 
 
 @pytest.fixture(scope="module")

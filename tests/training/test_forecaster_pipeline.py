@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from tiny_configs import TINY_FORECASTER
 
 from configs import validate_config
 from configs.settings import Settings
@@ -23,20 +24,11 @@ from training.forecaster import FAMILY, ForecasterConfig, ForecasterModel
 from training.pipeline import TrainResult, _flat, train, tune
 from training.tracking import tracking_client
 
-HORIZON = 14
-# tiny and single-threaded: the test machine's cores are shared
-TEST_CONFIG = {
-    "horizon": HORIZON,
-    "series": {"top_n": 12, "min_active_days": 14},
-    "backtest": {"folds": 3},
-    "lightgbm": {"num_boost_round": 40, "early_stopping_rounds": 5, "num_threads": 1},
-    "oracle_draws": 100,
-    "holiday_plot": {"series": 1},
-}
+HORIZON = TINY_FORECASTER["horizon"]
 
 
 def _config(**overrides: object) -> ForecasterConfig:
-    return validate_config({**TEST_CONFIG, **overrides}, ForecasterConfig, "test config")
+    return validate_config({**TINY_FORECASTER, **overrides}, ForecasterConfig, "test config")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from marketplace_worlds import build_world
+from tiny_configs import TINY_FORECASTER
 
 from configs import validate_config
 from configs.settings import Settings
@@ -23,21 +24,12 @@ from training.forecaster import FAMILY, ForecasterConfig, ForecasterModel, defau
 from training.pipeline import HoldoutComparison, NoHoldout, TrainingSet, train
 
 HELD_DAYS = 4
-# tiny and single-threaded (as in test_forecaster_pipeline); Prophet stays off (its default)
-TEST_CONFIG = {
-    "horizon": 14,
-    "series": {"top_n": 12, "min_active_days": 14},
-    "backtest": {"folds": 3},
-    "lightgbm": {"num_boost_round": 40, "early_stopping_rounds": 5, "num_threads": 1},
-    "oracle_draws": 100,
-    "holiday_plot": {"series": 1},
-}
 # a deliberately broken procedure: each unregularised tree overshoots fivefold in the log link
 CRIPPLED = {"learning_rate": 5.0, "num_leaves": 1024, "lambda_l2": 0.0, "min_data_in_leaf": 20}
 
 
 def _config() -> ForecasterConfig:
-    config = validate_config(TEST_CONFIG, ForecasterConfig, "test config")
+    config = validate_config(TINY_FORECASTER, ForecasterConfig, "test config")
     assert not config.prophet.enabled
     return config
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from marketplace_worlds import build_world
+from tiny_configs import TINY_BIDDER
 
 from configs import load_config, validate_config
 from configs.settings import MlflowSettings, Settings
@@ -34,20 +35,6 @@ HELD_DAYS = 2
 CRIPPLED_RECOMMENDER = {"n_estimators": 1, "candidates_per_retriever": 100_000, "min_child_samples": 10**9}
 # one DQN episode over lambda factors of e^-5 .. e^5, and a one-tree click model
 CRIPPLED_BIDDER = {"episodes": 1, "lambda_range": 5.0, "click_n_estimators": 1}
-TINY_BIDDER = {
-    "data": {"test_days": 3, "train_days": 8, "click_model_days": 60, "min_train_days": 4},
-    "click_model": {"n_estimators": 30, "min_child_samples": 50},
-    "dqn": {
-        "episodes": 20,
-        "hidden_size": 16,
-        "batch_size": 32,
-        "updates_per_episode": 2,
-        "validation_every": 10,
-        "validation_episodes": 2,
-        "n_steps": 12,
-    },
-    "evaluation": {"tuning_grid_size": 10},
-}
 
 
 def small_recommender_config() -> recommender.RecommenderConfig:

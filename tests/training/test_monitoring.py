@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 from marketplace_worlds import build_world
+from tiny_configs import TINY_FORECASTER
 from typer.testing import CliRunner
 
 from configs import ConfigError, load_config, validate_config
@@ -167,15 +168,7 @@ def _recommender_config() -> object:
 def _forecaster_config() -> object:
     from training.forecaster import ForecasterConfig
 
-    tiny = {
-        "horizon": 14,
-        "series": {"top_n": 12, "min_active_days": 14},
-        "backtest": {"folds": 3},
-        "lightgbm": {"num_boost_round": 40, "early_stopping_rounds": 5, "num_threads": 1},
-        "oracle_draws": 100,
-        "holiday_plot": {"series": 1},
-    }
-    return validate_config(tiny, ForecasterConfig, "test config")
+    return validate_config(TINY_FORECASTER, ForecasterConfig, "test config")
 
 
 @pytest.fixture(scope="module")
