@@ -22,6 +22,11 @@ class ConfigError(ValueError):
     """A config file is missing, unreadable or invalid. The message names file and key."""
 
 
+class InputError(ValueError):
+    """A file, column, format or value the user gave is wrong. The message is one line naming it
+    (file, column or field, the value) and what was expected; the CLI prints it and exits 2."""
+
+
 class StrictModel(BaseModel):
     """Base for config sections: an unknown key is an error, not silently ignored."""
 
