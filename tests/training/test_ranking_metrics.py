@@ -157,6 +157,23 @@ def test_evaluate_recommenders_reports_warm_cold_and_segments() -> None:
     assert {"train_s", "score_s", "coverage"} <= set(results.columns)
 
 
+def test_evaluate_recommenders_hands_out_the_per_user_values_each_row_averages() -> None:
+    interactions = _random_interactions(n_users=40)
+    train, test = per_user_random_split(interactions)
+    train = train.subset(train.user_rows() >= 5)
+    per_user: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    results = evaluate_recommenders({"popular": MostPopular()}, train, test, k=5, per_user=per_user)
+    assert set(per_user) == {("popular", segment) for segment in results["segment"]}
+    for row in results.iter_rows(named=True):
+        values = per_user[(row["model"], row["segment"])]
+        assert len(values["ndcg"]) == row["n_users"] > 0  # one value per evaluated user, no NaN
+        for metric in ("ndcg", "precision", "recall", "map", "hitrate"):
+            assert values[metric].mean() == pytest.approx(row[metric])
+    # asking for them changes no figure
+    again = evaluate_recommenders({"popular": MostPopular()}, train, test, k=5)
+    assert again.drop("train_s", "score_s").equals(results.drop("train_s", "score_s"))
+
+
 def test_tune_on_validation_picks_the_best_value() -> None:
     interactions = _random_interactions()
     train, validation = per_user_random_split(interactions)

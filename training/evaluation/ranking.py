@@ -16,7 +16,7 @@ training interactions are cold-start users and are reported apart from warm user
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import datetime
 from typing import Self, TypeVar
 
@@ -184,6 +184,7 @@ def evaluate_recommenders(
     exclude_seen: bool = True,
     fit: bool = True,
     exclude: sp.csr_matrix | None = None,
+    per_user: MutableMapping[tuple[str, str], dict[str, np.ndarray]] | None = None,
 ) -> pl.DataFrame:
     """Fit each model on `train`, recommend k items to every test user, and score them side by side.
 
@@ -195,6 +196,9 @@ def evaluate_recommenders(
 
     `exclude` (users x items) replaces the training matrix as what is never recommended and never
     counts as a hit, e.g. only the items bought when the training matrix also holds views.
+
+    `per_user`, when given, receives each row's per-user metrics under (model, segment): one array
+    per metric over the users the row averages, for intervals over users.
     """
     if exclude is not None and exclude_seen:
         seen = Interactions(sp.csr_matrix(exclude), train.user_ids, train.item_ids)
@@ -217,6 +221,10 @@ def evaluate_recommenders(
             if not members.any():
                 continue
             summary = ranking_metrics(recommended[members], relevant[test_users[members]], k)
+            if per_user is not None:
+                values = per_user_metrics(recommended[members], relevant[test_users[members]], k)
+                evaluated = ~np.isnan(values["ndcg"])
+                per_user[(name, group)] = {metric: array[evaluated] for metric, array in values.items()}
             rows.append(
                 {
                     "model": name,
