@@ -44,7 +44,7 @@ from pydantic import Field
 
 from configs import StrictModel
 from configs.settings import Settings
-from models.recommendation.base import NO_ITEM, Recommender, mask_scores
+from models.recommendation.base import NO_ITEM, Recommender, mask_scores, row_wise_dot, top_k_items
 from models.recommendation.baselines import EASE, ItemKNN, MostPopular
 from models.recommendation.cold_start import AttributeSimilarity, PopularInMarket
 from models.recommendation.hybrid import rank_within_groups
@@ -551,9 +551,10 @@ class RetrievalStack:
                 counts = np.maximum(np.diff(history.indptr), 1)[:, None]
                 profile = np.asarray(history.sign() @ self.content_attributes) / counts
                 norms = np.linalg.norm(profile, axis=1, keepdims=True)
-                results.append((profile / np.where(norms > 0, norms, 1.0)) @ self.content_attributes.T)
+                unit_profile = profile / np.where(norms > 0, norms, 1.0)
+                results.append(row_wise_dot(unit_profile, self.content_attributes))
             elif name == "two_tower":
-                results.append(self.tower_users[users] @ self.tower_items.T)
+                results.append(row_wise_dot(self.tower_users[users], self.tower_items))
             elif name == "popular":
                 results.append(self.popular[markets])
         return results
@@ -692,8 +693,9 @@ def candidates(
         mean, spread = scores.mean(axis=1, keepdims=True), scores.std(axis=1, keepdims=True)
         z = (scores - mean) / np.where(spread > 0, spread, 1.0)
         z[~allowed] = -np.inf
-        top = np.argpartition(-z, keep - 1, axis=1)[:, :keep]
-        is_candidate[np.arange(n_users)[:, None], top] = True
+        top = top_k_items(z, keep)
+        rows, places = np.nonzero(top != NO_ITEM)
+        is_candidate[rows, top[rows, places]] = True
         standardised.append(z)
     is_candidate &= allowed
     row_user, items = np.nonzero(is_candidate)
@@ -773,26 +775,6 @@ class UserScores:
     warm: np.ndarray  # per user: ranked from a history (else trending in the market)
     candidates: Candidates | None  # of the warm users, in order (row_user indexes them)
     ranked: np.ndarray | None  # the ranker's score of each candidate row
-
-
-def top_items_in_order(scores: np.ndarray, k: int) -> np.ndarray:
-    """The k highest finite scores' item indices per row, best first, NO_ITEM where fewer are left.
-    Ties go to the lower item index, so a shorter list is always the start of a longer one: the
-    evaluation's top 50 starts with the served top 10 (argpartition alone breaks ties by chance)."""
-    scores = np.atleast_2d(scores)
-    n_rows, n_items = scores.shape
-    kept = min(k, n_items)
-    result = np.full((n_rows, k), NO_ITEM, dtype=np.int64)
-    if kept < 1:
-        return result
-    # the k-th highest score per row: everything above it is in, ties at it are settled by index
-    kth = np.partition(scores, n_items - kept, axis=1)[:, n_items - kept]
-    for row in range(n_rows):
-        values = scores[row]
-        pool = np.flatnonzero((values >= kth[row]) & np.isfinite(values))
-        order = np.argsort(-values[pool], kind="stable")[:kept]
-        result[row, : len(order)] = pool[order]
-    return result
 
 
 class BatchRecommender(Recommender):
@@ -1008,7 +990,7 @@ class RecommenderModel(mlflow.pyfunc.PythonModel):
         """The top k item indices per row of `score_users` scores under the serve-time rules (the
         category cap; listing, bought and exclusions are barred in the scores already)."""
         if self.rules.max_per_category is None:
-            return top_items_in_order(scores, k)
+            return top_k_items(scores, k)
         return self.rules.apply(scores, k, markets=[self.markets[market] for market in markets])
 
     def _explain(self, items: list[dict[str, Any]], top: np.ndarray, scored: UserScores) -> None:

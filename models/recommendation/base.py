@@ -54,20 +54,49 @@ def mask_scores(scores: np.ndarray, excluded: sp.spmatrix) -> None:
 
 
 def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest finite scores per row, best first; NO_ITEM where none is left."""
+    """Indices of the k highest scores per row, best first; NO_ITEM where fewer are left.
+
+    The one top-k of the project (evaluation, serving, baselines, benchmarks). Ties go to the lower
+    item index, so the same scores give the same list on every machine and a shorter list is
+    always the start of a longer one (argpartition alone settles ties by its own internal order).
+    -inf and NaN mean barred: never returned.
+    """
+    scores = np.atleast_2d(scores)
+    scores = np.where(np.isnan(scores), -np.inf, scores)
     n_rows, n_items = scores.shape
-    k_kept = min(k, n_items)
-    if k_kept < n_items:
-        # argpartition finds the top k in linear time; only those k are then sorted
-        candidates = np.argpartition(-scores, k_kept - 1, axis=1)[:, :k_kept]
+    kept = min(k, n_items)
+    result = np.full((n_rows, k), NO_ITEM, dtype=np.int64)
+    if kept < 1 or n_rows == 0:
+        return result
+    if kept < n_items:
+        # everything above the k-th highest score is in; ties at it are taken lowest index first
+        kth = np.partition(scores, n_items - kept, axis=1)[:, n_items - kept, None]
+        above = scores > kth
+        ties = scores == kth
+        places_left = kept - above.sum(axis=1, keepdims=True)
+        chosen = above | (ties & (np.cumsum(ties, axis=1) <= places_left))
+        candidates = np.nonzero(chosen)[1].reshape(n_rows, kept)  # ascending item index per row
     else:
         candidates = np.broadcast_to(np.arange(n_items), (n_rows, n_items))
     candidate_scores = np.take_along_axis(scores, candidates, axis=1)
+    # a stable sort of ascending indices: equal scores stay lowest index first
     order = np.argsort(-candidate_scores, axis=1, kind="stable")
     top = np.take_along_axis(candidates, order, axis=1)
     top_scores = np.take_along_axis(candidate_scores, order, axis=1)
-    result = np.full((n_rows, k), NO_ITEM, dtype=np.int64)
-    result[:, :k_kept] = np.where(np.isneginf(top_scores), NO_ITEM, top)
+    result[:, :kept] = np.where(np.isneginf(top_scores), NO_ITEM, top)
+    return result
+
+
+def row_wise_dot(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """left @ right.T (rows x items), each row computed by the same float operations however many
+    rows there are. BLAS picks other kernels, and so other summation orders, for one row than for
+    many, so a user's scores (and the order of near-tied items) would depend on the batch: the
+    served answer for one user and the evaluation of a batch must rank alike on every machine."""
+    lefts = np.ascontiguousarray(np.asarray(left).T)
+    rights = np.ascontiguousarray(np.asarray(right).T)
+    result = np.zeros((lefts.shape[1], rights.shape[1]), dtype=np.result_type(lefts, rights))
+    for left_column, right_column in zip(lefts, rights, strict=True):
+        result += left_column[:, None] * right_column[None, :]
     return result
 
 

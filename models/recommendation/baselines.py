@@ -7,7 +7,7 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 
-from models.recommendation.base import Recommender
+from models.recommendation.base import NO_ITEM, Recommender, top_k_items
 from models.recommendation.interactions import Interactions
 
 
@@ -92,8 +92,10 @@ def _keep_top_per_row(matrix: np.ndarray, keep: int) -> sp.csr_matrix:
     """A sparse copy of `matrix` with only the `keep` largest positive values of each row."""
     n_rows, n_cols = matrix.shape
     keep = min(keep, n_cols)
-    columns = np.argpartition(-matrix, keep - 1, axis=1)[:, :keep]
-    values = np.take_along_axis(matrix, columns, axis=1)
+    columns = top_k_items(matrix, keep)
+    present = columns != NO_ITEM  # a -inf value is never kept: its place adds 0 to column 0
+    columns = np.where(present, columns, 0)
+    values = np.where(present, np.take_along_axis(matrix, columns, axis=1), 0.0)
     rows = np.repeat(np.arange(n_rows), keep)
     kept = sp.csr_matrix((values.ravel(), (rows, columns.ravel())), shape=matrix.shape)
     kept.eliminate_zeros()

@@ -17,7 +17,7 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 
-from models.recommendation.base import Recommender, top_k_items
+from models.recommendation.base import Recommender, row_wise_dot, top_k_items
 from models.recommendation.interactions import Interactions
 
 SECONDS_PER_DAY = 86_400.0
@@ -100,7 +100,7 @@ class AttributeSimilarity(Recommender):
         return self
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.profiles_[np.atleast_1d(user_idx)] @ self.unit_attributes_.T
+        return row_wise_dot(self.profiles_[np.atleast_1d(user_idx)], self.unit_attributes_)
 
     def score_new_items(self, user_idx: np.ndarray, new_item_attributes: np.ndarray) -> np.ndarray:
         """users x new items: how well items outside the fitted catalogue match each user."""

@@ -22,7 +22,7 @@ from typing import Literal, Self
 import numpy as np
 import polars as pl
 
-from models.recommendation.base import EXCLUDED, Recommender
+from models.recommendation.base import EXCLUDED, NO_ITEM, Recommender, top_k_items
 from models.recommendation.baselines import MostPopular
 from models.recommendation.cold_start import SECONDS_PER_DAY
 from models.recommendation.interactions import Interactions
@@ -176,8 +176,9 @@ class RerankedHybrid(Recommender):
             # standardised over the whole catalogue: cheap, and seen items are few
             mean, spread = scores.mean(axis=1), scores.std(axis=1)
             scores[seen_rows, seen_items] = EXCLUDED
-            top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
-            np.put_along_axis(is_candidate, top, True, axis=1)
+            top = top_k_items(scores, keep)
+            rows, places = np.nonzero(top != NO_ITEM)
+            is_candidate[rows, top[rows, places]] = True
             per_retriever.append((scores, mean, np.where(spread > 0, spread, 1.0)))
             first_scores = scores if first_scores is None else first_scores
         is_candidate[seen_rows, seen_items] = False

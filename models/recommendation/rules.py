@@ -41,7 +41,8 @@ class ServingRules:
         markets: Sequence[str] | None = None,
     ) -> np.ndarray:
         """Top-k item indices per row of `scores` that pass the rules; NO_ITEM (-1) pads short rows."""
-        scores = np.array(np.atleast_2d(scores), dtype=np.float32, copy=True)
+        # float64: rounding to float32 would tie scores the model told apart
+        scores = np.array(np.atleast_2d(scores), dtype=np.float64, copy=True)
         if bought is not None:
             mask_scores(scores, bought)
         if self.item_markets is not None:

@@ -300,3 +300,36 @@ def test_every_recommender_shares_the_interface() -> None:
     for model in models:
         top = model.fit(interactions).recommend(np.arange(3), k=4, exclude=interactions.matrix)
         assert top.shape == (3, 4) and (top >= 0).all()
+
+
+def test_top_k_settles_ties_by_item_index_and_a_shorter_list_starts_a_longer_one() -> None:
+    from models.recommendation.base import top_k_items
+
+    rng = np.random.default_rng(3)
+    # few distinct values over many items: every cut falls inside a run of ties
+    scores = rng.integers(0, 4, size=(50, 200)).astype(np.float64)
+    scores[:, 7] = -np.inf
+    scores[0, 11] = np.nan
+    for k in (1, 5, 10, 37, 200, 250):
+        top = top_k_items(scores, k)
+        for row in range(len(scores)):
+            values = np.where(np.isnan(scores[row]), -np.inf, scores[row])
+            expected = [item for item in np.lexsort((np.arange(200), -values)) if np.isfinite(values[item])][
+                :k
+            ]
+            assert top[row, : len(expected)].tolist() == expected
+            assert (top[row, len(expected) :] == NO_ITEM).all()
+    # the same row ranks alike alone and in a batch, and with the items' order reversed
+    np.testing.assert_array_equal(top_k_items(scores[5:6], 10), top_k_items(scores, 10)[5:6])
+
+
+def test_row_wise_dot_gives_each_row_the_same_bits_alone_and_in_a_batch() -> None:
+    from models.recommendation.base import row_wise_dot
+
+    rng = np.random.default_rng(4)
+    users = rng.normal(size=(257, 24)).astype(np.float32)
+    items = rng.normal(size=(1000, 24)).astype(np.float32)
+    batch = row_wise_dot(users, items)
+    np.testing.assert_allclose(batch, users @ items.T, rtol=1e-4, atol=1e-4)
+    for row in (0, 100, 256):
+        assert np.array_equal(row_wise_dot(users[row : row + 1], items)[0], batch[row])

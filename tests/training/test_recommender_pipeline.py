@@ -296,3 +296,29 @@ def test_evaluation_ranks_what_serving_answers(
     for row in capped_answered:
         categories = data.item_category[row[row != -1]]
         assert np.bincount(categories).max() <= 2
+
+
+def test_a_user_scores_the_same_bits_alone_and_in_a_batch(
+    trained: tuple[Settings, TrainResult], served: RecommenderModel
+) -> None:
+    """Serving scores one user, evaluation a batch: the scores must be equal to the bit (not close),
+    or near-tied items swap places on a machine whose math library sums in another order. Also on
+    purpose with two-tower vectors, which the tiny config leaves off."""
+    users = np.flatnonzero(np.diff(served.history.indptr) > 0)[:25]
+    markets = np.array([served.market_index[served.markets[0]]] * len(users))
+    batch = served.score_users(users, markets).scores
+    for row, user in enumerate(users.tolist()):
+        alone = served.score_users(np.array([user]), markets[row : row + 1]).scores[0]
+        assert np.array_equal(alone, batch[row])
+    stack = served.stack
+    rng = np.random.default_rng(0)
+    towers = copy.copy(stack)
+    towers.names = [*stack.names[:-1], "two_tower"]
+    towers.tower_users = rng.normal(size=(served.history.shape[0], 16)).astype(np.float32)
+    towers.tower_items = rng.normal(size=(served.history.shape[1], 16)).astype(np.float32)
+    history = served.history[users]
+    together = towers.scores(users, history, markets)
+    for row, user in enumerate(users.tolist()):
+        alone = towers.scores(np.array([user]), history[row], markets[row : row + 1])
+        for batch_scores, one_scores in zip(together, alone, strict=True):
+            assert np.array_equal(one_scores[0], batch_scores[row])
