@@ -54,6 +54,8 @@ from typing import Any, Self
 import numpy as np
 import polars as pl
 
+from benchmarks.data_files import parse_date_column, read_data_file
+from configs import InputError
 from models.forecasting import (
     GlobalLightGBM,
     ProphetPerSeries,
@@ -66,8 +68,11 @@ from models.forecasting import (
 from models.forecasting.parallel import Executor, ray_map, ray_runtime
 from models.forecasting.series import FORECAST_VALUE_COLUMNS
 from training.evaluation.forecast import Forecaster, backtest
+from training.evaluation.intervals import fold_mean_interval
 
 TABLE_KEYS = ("dataset", "model", "mase", "wape", "smape", "wrmsse", "bias", "coverage80", "fit_s")
+# the headline's sample size and bootstrap interval: MASE over series (resampled with all their folds)
+INTERVAL_KEYS = ("n", "n_of", "ci95_of", "ci95_low", "ci95_high")
 MODELS = ("seasonal_naive", "global_lightgbm", "prophet", "autoets")
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ONLINE_RETAIL_FILE = "online-retail/online_retail_2010-12_2011-12.parquet"
@@ -225,13 +230,32 @@ def load_sales_file(
     horizon: int,
     price: str | None = None,
     market: str | None = None,
+    date_format: str | None = None,
 ) -> BenchmarkData:
-    frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, try_parse_dates=True)
-    wanted = [*keys, date_column, target, *([price] if price else [])]
-    missing = [column for column in wanted if column not in frame.columns]
+    """A long-format sales file (CSV or parquet); bad columns or dates raise a one-line InputError."""
+    frame = read_data_file(path, date_column, date_format)
+    wanted = {
+        "--keys": keys,
+        "--date": [date_column],
+        "--quantity": [target],
+        "--price": [price] if price else [],
+    }
+    missing = [column for columns in wanted.values() for column in columns if column not in frame.columns]
     if missing:
-        raise ValueError(f"no column(s) {missing} (it has {frame.columns}); name them with --keys/--date/...")
-    frame = frame.with_columns(pl.col(date_column).cast(pl.Date), pl.col(target).cast(pl.Float64))
+        flags = "/".join(flag for flag, columns in wanted.items() if set(columns) & set(missing))
+        raise InputError(
+            f"{path}: no column(s) {missing} ({flags}); the file has: {', '.join(frame.columns)}"
+        )
+    frame = parse_date_column(frame, path, date_column, date_format, flag="--date")
+    try:
+        frame = frame.with_columns(pl.col(target).cast(pl.Float64))
+    except pl.exceptions.PolarsError:
+        bad = frame[target].cast(pl.Float64, strict=False).is_null() & frame[target].is_not_null()
+        row = int(bad.arg_true()[0]) if bad.any() else 0
+        value = frame[target][row]
+        raise InputError(
+            f"{path}: column {target!r} (--quantity), data row {row + 1}: {value!r} is not a number"
+        ) from None
     spec = SeriesSpec(
         keys=tuple(keys), date=date_column, target=target, frequency=frequency, market=market, price=price
     )  # type: ignore[arg-type]
@@ -379,6 +403,7 @@ def evaluate(
         wall = time.perf_counter() - started
         summary = result.summary().row(0, named=True)
         fit_s = float((result.folds["fit_seconds"] + result.folds["predict_seconds"]).mean())
+        interval = fold_mean_interval(result.per_series("mase", data.spec.keys))
         rows.append(
             {
                 "dataset": data.name,
@@ -386,6 +411,11 @@ def evaluate(
                 **{k: summary[k] for k in TABLE_KEYS[2:-1]},
                 "fit_s": fit_s,
                 "wall_s": wall,
+                "n": interval.n,
+                "n_of": "series",
+                "ci95_of": "mase",
+                "ci95_low": interval.low,
+                "ci95_high": interval.high,
             }
         )
         print(f"  {data.name} {name}: {wall:.1f} s wall for {data.folds} folds", file=sys.stderr, flush=True)
@@ -396,11 +426,14 @@ def evaluate(
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows, with the number of series and the 95% bootstrap interval of MASE at the end."""
     header = f"{'dataset':<16}{'model':<18}" + "".join(f"{k:>11}" for k in TABLE_KEYS[2:])
+    header += f"{'series':>8}  mase 95% CI"
     lines = [header, "-" * len(header)]
     for row in rows:
         values = "".join(f"{row[k]:>11.3f}" for k in TABLE_KEYS[2:])
-        lines.append(f"{row['dataset']:<16}{row['model']:<18}{values}")
+        interval = f"[{row['ci95_low']:.3f}, {row['ci95_high']:.3f}]"
+        lines.append(f"{row['dataset']:<16}{row['model']:<18}{values}{row['n']:>8}  {interval}")
     return "\n".join(lines)
 
 
@@ -464,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--keys", default="product_id,market_id", help="series key columns of a file")
     parser.add_argument("--date", default="date", help="date column of a file")
+    parser.add_argument(
+        "--date-format", help="strftime format of the date column when it is not ISO, e.g. %%m/%%d/%%Y"
+    )
     parser.add_argument("--quantity", "--target", dest="target", default="quantity", help="quantity column")
     parser.add_argument("--price", default=None, help="price column of a file (optional)")
     parser.add_argument("--market", default=None, help="key column naming the market (for holidays)")
@@ -509,10 +545,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         horizon,
                         args.price,
                         args.market,
+                        args.date_format,
                     )
                 )
-            except (KeyError, ValueError, pl.exceptions.PolarsError) as error:
-                print(f"error: {path}: {error}", file=sys.stderr)
+            except InputError as error:
+                print(f"error: {error}", file=sys.stderr)
                 return 2
     rows = []
     for data in datasets:

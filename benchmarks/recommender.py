@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from benchmarks.data_files import parse_date_column, read_data_file
+from configs import InputError
 from models.recommendation.base import Recommender
 from models.recommendation.baselines import EASE, ItemKNN, MostPopular
 from models.recommendation.cold_start import PopularInMarket
@@ -242,10 +244,16 @@ def _online_retail_features(
 
 
 def interactions_file_case(
-    path: Path, user_col: str, item_col: str, time_col: str, weight_col: str | None = None
+    path: Path,
+    user_col: str,
+    item_col: str,
+    time_col: str,
+    weight_col: str | None = None,
+    date_format: str | None = None,
 ) -> BenchmarkCase:
-    """Any event file: the last 10% of time is the test period (global cut-off)."""
-    events = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, try_parse_dates=True)
+    """Any event file: the last 10% of time is the test period (global cut-off). The time column
+    holds ISO datetimes, numbers (epoch seconds) or text in `date_format`."""
+    events = read_data_file(path, time_col, date_format)
     for flag, column in (
         ("--user-col", user_col),
         ("--item-col", item_col),
@@ -253,11 +261,12 @@ def interactions_file_case(
         ("--weight-col", weight_col),
     ):
         if column is not None and column not in events.columns:
-            raise ValueError(
+            raise InputError(
                 f"{path}: no column {column!r} ({flag}); the file has: {', '.join(events.columns)}"
             )
     if events.is_empty():
-        raise ValueError(f"{path}: no interactions")
+        raise InputError(f"{path}: no interactions")
+    events = parse_date_column(events, path, time_col, date_format, flag="--time-col", dtype=pl.Datetime)
     times = events[time_col].sort()
     cutoff = times[int(len(times) * 0.9)]
     validation_cutoff = times[int(len(times) * 0.8)]
@@ -473,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--time-col", default="timestamp", help="interactions file: the time column")
     parser.add_argument("--weight-col", help="interactions file: an optional weight column")
     parser.add_argument(
+        "--date-format", help="interactions file: strftime format of a non-ISO time column, e.g. %%m/%%d/%%Y"
+    )
+    parser.add_argument(
         "--workspace", type=Path, help="keep the ingested contract tables here (default: a temp dir)"
     )
     parser.add_argument("--json", type=Path, help="write the table rows here as JSON")
@@ -506,8 +518,10 @@ def _case(name: str, args: argparse.Namespace, workspace: Path) -> BenchmarkCase
             f"--dataset {name}: neither a known data set ({', '.join(KNOWN_DATASETS)}) nor a file"
         )
     if path.suffix.lower() not in (".csv", ".parquet"):
-        raise ValueError(f"{path}: an interactions file must be .csv or .parquet")
-    return interactions_file_case(path, args.user_col, args.item_col, args.time_col, args.weight_col)
+        raise InputError(f"{path}: an interactions file must be .csv or .parquet")
+    return interactions_file_case(
+        path, args.user_col, args.item_col, args.time_col, args.weight_col, args.date_format
+    )
 
 
 def _shared_folder(data_dir: Path, name: str) -> Path:

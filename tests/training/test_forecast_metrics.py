@@ -167,6 +167,17 @@ def test_backtest_has_three_folds_without_leakage() -> None:
     assert set(result.summary(by=["category"])["category"]) == {"toys", "books"}
 
 
+def test_per_series_values_give_back_the_backtest_figure() -> None:
+    result = backtest(lambda: SeasonalNaive(SPEC), _frame(series=4), horizon=7, folds=3, step=7, spec=SPEC)
+    per_fold = result.per_series("mase", SPEC.keys)
+    series = result.metrics.select(SPEC.keys).n_unique()
+    assert per_fold.shape == (3, series)
+    # the mean over series in each fold, then over folds, is the table's MASE
+    assert np.mean(np.nanmean(per_fold, axis=1)) == pytest.approx(result.summary()["mase"][0])
+    first = result.metrics.filter(pl.col("fold") == 0).sort(list(SPEC.keys))["mase"].to_numpy()
+    np.testing.assert_allclose(per_fold[0], first)
+
+
 def test_fold_origins_refuse_too_short_data() -> None:
     dates = [date(2024, 1, 1) + timedelta(days=i) for i in range(10)]
     assert fold_origins(dates, horizon=3, folds=3, step=2) == [dates[2], dates[4], dates[6]]

@@ -245,6 +245,17 @@ class BacktestResult:
             return per_fold.drop("fold").mean()
         return per_fold.drop("fold").group_by(list(by)).mean().sort(list(by))
 
+    def per_series(self, metric: str, keys: Sequence[str]) -> np.ndarray:
+        """`metric` of every series in every fold, folds x series (series in key order; NaN where a
+        series has no value in a fold): the units of an interval over series."""
+        folds = sorted(self.metrics["fold"].unique().to_list())
+        wide = (
+            self.metrics.select("fold", *keys, metric)
+            .pivot(on="fold", index=list(keys), values=metric)
+            .sort(list(keys))
+        )
+        return wide.select([str(fold) for fold in folds]).cast(pl.Float64).to_numpy().T
+
 
 def fold_origins(dates: Sequence[date] | pl.Series, horizon: int, folds: int, step: int) -> list[date]:
     """Last training date of each fold, oldest first; the last fold ends on the last date."""
