@@ -21,7 +21,7 @@ learning-curve figures (returned; the caller logs them).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -34,6 +34,7 @@ from models.bidding.hindsight import hindsight_optimum
 from models.bidding.learning_curve import LearningCurve
 from models.bidding.policy import BidPolicy
 from models.bidding.replay import DayRun, replay_requests, replay_steps
+from training.evaluation.intervals import Interval
 
 BUDGET_FRACTIONS: tuple[float, ...] = (1 / 2, 1 / 4, 1 / 8, 1 / 16)
 OPTIMUM_POLICY = "hindsight_optimum"
@@ -116,6 +117,20 @@ class BiddingEvaluation:
     source: str
     rows: tuple[BiddingRow, ...]
     runs: Mapping[tuple[float, str], tuple[DayRun, ...]]  # (budget fraction, policy) -> one run per day
+    # per budget fraction, one value per test day: the hindsight LP bound, and the value the
+    # integral hindsight solution earned (the `hindsight_optimum` row's days)
+    day_bounds: Mapping[float, tuple[float, ...]] = field(default_factory=dict)
+    day_optimum_values: Mapping[float, tuple[float, ...]] = field(default_factory=dict)
+
+    def day_values(self, budget_fraction: float, policy: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per test day: the value `policy` earned and the day's hindsight LP bound. A row's
+        pct_of_optimum is 100 x the sum of the first over the sum of the second: these are its
+        units for an interval over days."""
+        bounds = np.asarray(self.day_bounds[budget_fraction], dtype=np.float64)
+        if policy == OPTIMUM_POLICY:
+            return np.asarray(self.day_optimum_values[budget_fraction], dtype=np.float64), bounds
+        runs = self.runs[(budget_fraction, policy)]
+        return np.array([run.value for run in runs], dtype=np.float64), bounds
 
     def row(self, budget_fraction: float, policy: str) -> BiddingRow:
         for row in self.rows:
@@ -176,10 +191,14 @@ def evaluate_bidding(
         raise ValueError(f"day_groups has {len(day_groups)} labels for {len(test_days)} test days")
     rows: list[BiddingRow] = []
     runs: dict[tuple[float, str], tuple[DayRun, ...]] = {}
+    day_bounds: dict[float, tuple[float, ...]] = {}
+    day_optimum_values: dict[float, tuple[float, ...]] = {}
     for fraction in budget_fractions:
         budgets = [budget_for(day, fraction) for day in test_days]
         optima = [hindsight_optimum(day, budget) for day, budget in zip(test_days, budgets, strict=True)]
         optimum_value = sum(optimum.lp_value for optimum in optima)
+        day_bounds[fraction] = tuple(float(optimum.lp_value) for optimum in optima)
+        day_optimum_values[fraction] = tuple(float(optimum.greedy_value) for optimum in optima)
         for name, make_policy in policies.items():
             if day_groups is None:
                 day_policies = [make_policy(fraction)] * len(test_days)  # type: ignore[call-arg]
@@ -213,7 +232,13 @@ def evaluate_bidding(
                 requests=sum(day.n_requests for day in test_days),
             )
         )
-    return BiddingEvaluation(source=source, rows=tuple(rows), runs=runs)
+    return BiddingEvaluation(
+        source=source,
+        rows=tuple(rows),
+        runs=runs,
+        day_bounds=day_bounds,
+        day_optimum_values=day_optimum_values,
+    )
 
 
 def _row(
@@ -261,25 +286,31 @@ def _summary_row(
     )
 
 
-def format_table(rows: Sequence[BiddingRow]) -> str:
-    """The rows as an aligned text table with the columns of `ROW_KEYS`."""
-    cells = [list(ROW_KEYS)]
+def format_table(
+    rows: Sequence[BiddingRow], intervals: Mapping[tuple[float, str], Interval] | None = None
+) -> str:
+    """The rows as an aligned text table with the columns of `ROW_KEYS`; with `intervals` (by budget
+    fraction and policy), two more: the days behind each row and pct_of_optimum's 95% interval."""
+    keys = [*ROW_KEYS, *(["n", "pct 95% CI"] if intervals is not None else [])]
+    cells = [keys]
     for row in rows:
-        cells.append(
-            [
-                row.source,
-                f"1/{round(1 / row.budget_fraction)}",
-                row.policy,
-                f"{row.clicks:.4g}",
-                f"{row.value:.4g}",
-                f"{row.pct_of_optimum:.1f}",
-                f"{row.spend:.4g}",
-                f"{row.budget:.4g}",
-                f"{row.win_rate:.3f}",
-                f"{row.cpc:.4g}",
-            ]
-        )
-    widths = [max(len(line[column]) for line in cells) for column in range(len(ROW_KEYS))]
+        line = [
+            row.source,
+            f"1/{round(1 / row.budget_fraction)}",
+            row.policy,
+            f"{row.clicks:.4g}",
+            f"{row.value:.4g}",
+            f"{row.pct_of_optimum:.1f}",
+            f"{row.spend:.4g}",
+            f"{row.budget:.4g}",
+            f"{row.win_rate:.3f}",
+            f"{row.cpc:.4g}",
+        ]
+        if intervals is not None:
+            interval = intervals[(row.budget_fraction, row.policy)]
+            line += [str(interval.n), f"[{interval.low:.1f}, {interval.high:.1f}]"]
+        cells.append(line)
+    widths = [max(len(line[column]) for line in cells) for column in range(len(keys))]
     return "\n".join(
         "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in cells
     )
