@@ -1,7 +1,7 @@
 """Loaders that turn the real public data sets into raw contract tables for `features.ingest`.
 
 Each loader is `load(source, raw_dir) -> LoadSummary`: it reads a data set as published (a file or
-its folder; a file of a multi-file set stands for its folder, except Online Retail's single parquet)
+its folder; a file of a multi-file set stands for its folder, except Online Retail's single file)
 and writes `<raw_dir>/<table>/<partition>.parquet` for every contract table it fills. Loaders filter
 nothing: every source row becomes a raw row, and data-set-specific mess is flagged in
 `_reject_reason` for ingest to quarantine (see each module's docstring for the mapping and reasons).
@@ -16,8 +16,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-
-import polars as pl
 
 from configs import PROJECT_ROOT
 from features.loaders import ipinyou, movielens, online_retail, walmart
@@ -75,12 +73,12 @@ def _first_line(path: Path) -> str:
 
 
 def _detect_file(path: Path) -> str | None:
-    if path.suffix == ".parquet":
-        try:
-            columns = pl.read_parquet_schema(path)
-        except Exception:  # not readable as parquet: not ours
-            return None
-        return online_retail.DATASET if set(online_retail.SOURCE_COLUMNS) <= set(columns) else None
+    if path.suffix.lower() in (".parquet", ".csv") and online_retail.source_columns(
+        online_retail.header_columns(path)
+    ):
+        return online_retail.DATASET
+    if path.suffix.lower() == ".parquet":
+        return None
     if path.name.startswith("u.") and all(
         (path.parent / name).is_file() for name in movielens.REQUIRED_FILES
     ):

@@ -1,7 +1,11 @@
-"""UCI Online Retail (a UK gift-ware shop, 2010-12 to 2011-12) as raw contract tables.
+"""UCI Online Retail (a UK gift-ware shop, 2010-12 to 2011-12) and Online Retail II (the same shop,
+2009-12 to 2011-12) as raw contract tables.
 
-Source: one parquet file with InvoiceNo, StockCode, Description, Quantity, InvoiceDate (UK local
-time), UnitPrice (GBP), CustomerID (float, often missing) and Country; one row per invoice line.
+Source: one file, parquet, CSV or Excel (Online Retail II's workbook has one sheet per year; the
+sheets are stacked), with InvoiceNo, StockCode, Description, Quantity, InvoiceDate (UK local time),
+UnitPrice (GBP), CustomerID (often missing) and Country; one row per invoice line. Online Retail II
+names three of them Invoice, Price and Customer ID: either naming is read (`read_source`).
+InvoiceDate may be text (`DATE_FORMATS`, e.g. 2010-12-01 08:26:00).
 
 Mapping (ids carry the prefix `or-` so they cannot collide with another data set's ids, because
 readers see the union of all partitions):
@@ -25,6 +29,8 @@ readers see the union of all partitions):
   (`fx.py`).
 
 Rows flagged in `_reject_reason` (one reason per row, the first that applies in this order):
+- events `unreadable <column>`: a Quantity, InvoiceDate or UnitPrice that cannot be read (a file
+  where no value of such a column can be read is refused with one line instead).
 - events `CANCELLATION`: the invoice number starts with C (a credit note, negative quantity).
 - events and products `non-product stock code <CODE>`: postage, carriage, fees, manual
   adjustments, discounts, samples, bad-debt adjustments (`NON_PRODUCT_CODES` says which code is
@@ -46,19 +52,21 @@ import polars as pl
 from features.contract import LOADER_REJECT_COLUMN
 from features.loaders.countries import COUNTRIES, markets_frame
 from features.loaders.fx import daily_fx_rates
+from features.loaders.online_retail_source import (  # noqa: F401 (re-exported: the module's reading side)
+    DATE_FORMATS,
+    RENAMED_IN_II,
+    SOURCE_COLUMNS,
+    SOURCE_COLUMNS_II,
+    UNREADABLE,
+    UNREADABLE_REASON,
+    find_source,
+    header_columns,
+    read_source,
+    source_columns,
+)
 from features.loaders.raw import LoadSummary, RawOutput
 
 DATASET = "online-retail"
-SOURCE_COLUMNS = (
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-)
 SOURCE_TIMEZONE = "Europe/London"
 CURRENCY = "GBP"
 FX_YEAR = 2011
@@ -153,28 +161,6 @@ CATEGORY_KEYWORDS: dict[str, str] = {
 }
 
 
-def find_source(source: Path) -> Path:
-    """The parquet file: `source` itself, or the one parquet with Online Retail's columns in a folder."""
-    if source.is_file():
-        return source
-    if source.is_dir():
-        for candidate in sorted(source.glob("*.parquet")):
-            if set(SOURCE_COLUMNS) <= set(pl.read_parquet_schema(candidate)):
-                return candidate
-        raise FileNotFoundError(f"{source}: no parquet file with the Online Retail columns")
-    raise FileNotFoundError(f"{source}: no such file or folder")
-
-
-def read_source(path: Path) -> pl.DataFrame:
-    frame = pl.read_parquet(path)
-    missing = [name for name in SOURCE_COLUMNS if name not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: not Online Retail, missing columns {missing}")
-    if not isinstance(frame.schema["InvoiceDate"], pl.Datetime):
-        raise ValueError(f"{path}: InvoiceDate is {frame.schema['InvoiceDate']}, expected a datetime")
-    return frame.select(SOURCE_COLUMNS)
-
-
 def _to_utc(local: pl.Expr, dtype: pl.Datetime) -> pl.Expr:
     if dtype.time_zone is not None:  # already aware: trust its zone
         return local.dt.convert_time_zone("UTC")
@@ -203,7 +189,9 @@ def invoice_lines(raw: pl.DataFrame) -> pl.DataFrame:
     stock_code = pl.col("StockCode").str.strip_chars().str.to_uppercase()
     is_cancellation = pl.col("InvoiceNo").str.starts_with("C")
     reason = (
-        pl.when(is_cancellation)
+        pl.when(pl.col(UNREADABLE).is_not_null())
+        .then(pl.col(UNREADABLE))
+        .when(is_cancellation)
         .then(pl.lit(CANCELLATION))
         .when(pl.col("non_product_reason").is_not_null())
         .then(pl.col("non_product_reason"))
@@ -309,7 +297,8 @@ def build_users(lines: pl.DataFrame) -> pl.DataFrame:
 
 
 def load(source: Path, raw_dir: Path) -> LoadSummary:
-    """Read Online Retail (the parquet file or its folder) and write its raw tables under raw_dir."""
+    """Read Online Retail or Online Retail II (a file, or the folder holding it) and write its raw
+    tables under raw_dir."""
     raw = read_source(find_source(source))
     lines = invoice_lines(raw)
     market_codes = sorted(set(lines.get_column("market_id").unique()) & COUNTRIES.keys())

@@ -14,7 +14,10 @@ import holidays
 import polars as pl
 import pytest
 
+from configs import InputError
+from configs.settings import Settings
 from features.contract import LOADER_REJECT_COLUMN, TABLES
+from features.ingest import ingest
 from features.loaders import DATASETS, default_source, detect_dataset, online_retail
 from features.loaders.countries import COUNTRIES, markets_frame
 from features.loaders.fx import USD_PER_UNIT, daily_fx_rates
@@ -260,9 +263,156 @@ def test_online_retail_mapping_on_a_synthetic_file(tmp_path: Path) -> None:
 def test_online_retail_refuses_a_file_without_its_columns(tmp_path: Path) -> None:
     path = tmp_path / "other.parquet"
     pl.DataFrame({"InvoiceNo": ["1"], "Quantity": [1]}).write_parquet(path)
-    with pytest.raises(ValueError, match="missing columns"):
+    with pytest.raises(InputError) as refused:
         online_retail.load(path, tmp_path / "raw")
+    # one line naming the file and each missing column under Online Retail II's name and the old one
+    assert str(refused.value) == (
+        f"{path}: not Online Retail, missing column(s) 'StockCode', 'Description', 'InvoiceDate', "
+        "'Price' (or 'UnitPrice'), 'Customer ID' (or 'CustomerID'), 'Country'; "
+        "the file has: InvoiceNo, Quantity"
+    )
     assert not (tmp_path / "raw").exists()
+
+
+# Online Retail II: Invoice, Price and Customer ID instead of InvoiceNo, UnitPrice and CustomerID;
+# InvoiceDate as text in its CSV export
+def _online_retail_ii_lines() -> list[dict[str, object]]:
+    winter, summer = datetime(2010, 1, 10, 9, 0), datetime(2010, 7, 10, 9, 0)
+    return [
+        _online_retail_line("489434", "85048", 12, winter, customer=13085.0),
+        _online_retail_line("489434", "79323P", 12, winter, customer=13085.0,
+                            description="PINK CHERRY LIGHTS"),
+        _online_retail_line("489435", "22350", 12, summer, customer=13086.0, country="France",
+                            description="CAT BOWL"),
+        _online_retail_line("C489449", "22087", -12, winter, customer=16321.0),
+        _online_retail_line("489436", "22350", 4, winter, customer=None),
+        _online_retail_line("489437", "POST", 1, winter, price=18.0, customer=13085.0, description="POSTAGE"),
+        _online_retail_line("489434", "85048", 12, winter, customer=13085.0),  # copy of the first line
+    ]  # fmt: skip
+
+
+def _write_online_retail(lines: list[dict[str, object]], path: Path, naming: str) -> None:
+    frame = pl.DataFrame(lines)
+    if naming == "II":
+        frame = frame.rename(online_retail.RENAMED_IN_II)
+    if path.suffix == ".csv":  # as text, the way the CSV exports write it
+        frame = frame.with_columns(pl.col("InvoiceDate").dt.strftime("%Y-%m-%d %H:%M:%S"))
+        frame.write_csv(path)
+    else:
+        frame.write_parquet(path)
+
+
+@pytest.mark.parametrize(
+    ("naming", "file_name"),
+    [("II", "online_retail_II.csv"), ("first", "online_retail.csv"), ("II", "online_retail_II.parquet")],
+)
+def test_online_retail_ii_reads_either_naming_and_text_dates(
+    tmp_path: Path, naming: str, file_name: str
+) -> None:
+    lines = _online_retail_ii_lines()
+    source = tmp_path / "source" / file_name
+    source.parent.mkdir()
+    _write_online_retail(lines, source, naming)
+    reference = tmp_path / "reference.parquet"  # the first release's naming and types
+    _write_online_retail(lines, reference, "first")
+
+    summary = online_retail.load(source, tmp_path / "raw")
+    online_retail.load(reference, tmp_path / "reference-raw")
+
+    assert detect_dataset(source) == detect_dataset(source.parent) == "online-retail"
+    assert summary.source_rows == summary.rows_written["events"] == len(lines)
+    _assert_all_contract_shaped(summary)
+    # the same contract tables, row for row, as the first release's parquet gives
+    for table in ("events", "users", "products", "markets"):
+        assert _read(tmp_path / "raw", table, "online-retail").equals(
+            _read(tmp_path / "reference-raw", table, "online-retail")
+        ), table
+    events = _read(tmp_path / "raw", "events", "online-retail")
+    assert events.get_column("event_id").to_list()[:3] == ["or-489434-1", "or-489434-2", "or-489435-1"]
+    assert events.get_column("user_id").to_list()[:4] == ["or-13085", "or-13085", "or-13086", "or-16321"]
+    assert events.get_column("event_ts").to_list()[2] == datetime(2010, 7, 10, 8, 0, tzinfo=UTC)  # BST
+    assert events.get_column(LOADER_REJECT_COLUMN).to_list() == [
+        None,
+        None,
+        None,
+        online_retail.CANCELLATION,
+        online_retail.MISSING_CUSTOMER,
+        "non-product stock code POST",
+        online_retail.DUPLICATE_LINE,
+    ]
+
+
+def test_online_retail_ii_ingest_balances_to_the_row(tmp_path: Path) -> None:
+    source = tmp_path / "online_retail_II.csv"
+    _write_online_retail(_online_retail_ii_lines(), source, "II")
+    settings = Settings(data_dir=tmp_path / "data")
+    online_retail.load(source, settings.raw_dir)
+
+    report = ingest(settings, settings.raw_dir, progress=False)
+
+    events = next(result for result in report.results if result.table == "events")
+    assert (events.rows_in, events.accepted, events.quarantined) == (7, 3, 4)
+    assert report.rows_in == report.accepted + report.quarantined
+
+
+def test_online_retail_flags_a_value_it_cannot_read_and_refuses_a_column_of_them(tmp_path: Path) -> None:
+    header = "Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country\n"
+    good = "489434,85048,LIGHTS,12,2009-12-01 07:45:00,6.95,13085,United Kingdom\n"
+    source = tmp_path / "lines.csv"
+    source.write_text(
+        header
+        + good
+        + "489434,22064,MUG,six,2009-12-01 07:45:00,1.25,13085,United Kingdom\n"
+        + "489435,22064,MUG,6,1.12.2009 07:45,1.25,13085,United Kingdom\n"
+    )
+    online_retail.load(source, tmp_path / "raw")
+    reasons = _read(tmp_path / "raw", "events", "online-retail").get_column(LOADER_REJECT_COLUMN)
+    assert reasons.to_list() == [None, "unreadable Quantity", "unreadable InvoiceDate"]
+
+    bad_dates = tmp_path / "bad_dates.csv"
+    bad_dates.write_text(header + good.replace("2009-12-01 07:45:00", "01.12.2009 07:45"))
+    with pytest.raises(InputError) as refused:
+        online_retail.load(bad_dates, tmp_path / "raw2")
+    assert str(refused.value) == (
+        f"{bad_dates}: column 'InvoiceDate': no value can be read as a date-time such as "
+        "2010-12-01 08:26:00 (first value '01.12.2009 07:45')"
+    )
+
+
+def test_online_retail_ii_workbook_with_a_sheet_per_year(tmp_path: Path) -> None:
+    pytest.importorskip("fastexcel", reason="polars reads Excel through fastexcel, not installed")
+    pytest.importorskip("xlsxwriter", reason="polars writes Excel through xlsxwriter, not installed")
+    import xlsxwriter
+
+    lines = _online_retail_ii_lines()
+    source = tmp_path / "online_retail_II.xlsx"
+    frame = pl.DataFrame(lines).rename(online_retail.RENAMED_IN_II)
+    with xlsxwriter.Workbook(source) as workbook:
+        frame.head(3).write_excel(workbook, worksheet="Year 2009-2010")
+        frame.tail(len(lines) - 3).write_excel(workbook, worksheet="Year 2010-2011")
+
+    summary = online_retail.load(source, tmp_path / "raw")
+
+    assert summary.source_rows == len(lines)
+    events = _read(tmp_path / "raw", "events", "online-retail")
+    assert events.get_column("event_id").to_list()[:3] == ["or-489434-1", "or-489434-2", "or-489435-1"]
+
+
+def test_online_retail_without_an_excel_reader_says_what_to_do(tmp_path: Path) -> None:
+    try:
+        import fastexcel  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("fastexcel is installed: Excel is read")
+    source = tmp_path / "online_retail_II.xlsx"
+    source.write_bytes(b"PK\x03\x04")  # the start of a zip: what an .xlsx is
+    with pytest.raises(InputError) as refused:
+        online_retail.load(source, tmp_path / "raw")
+    assert str(refused.value) == (
+        f"{source}: reading Excel needs a package that is not installed (required package 'fastexcel' "
+        "not found.); save each sheet as CSV and ingest those"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
