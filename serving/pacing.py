@@ -11,6 +11,10 @@ add up to more than its daily budget.
 Embedded mode keeps the state in SQLite under the data folder (WAL, `BEGIN IMMEDIATE`, so
 replicas in several processes serialise on the file); scale-out keeps it in Redis, where each
 step is one Lua script (Redis runs a script atomically). Both survive a replica restart.
+
+Reservations are stamped with `clock()`, wall-clock seconds by default: the stamp is shared by
+every replica process (and, for Redis, every node), so it must be a clock they all agree on. Tests
+pass a clock of their own to expire reservations without waiting.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from configs import InputError
 from configs.settings import Settings
+
+Clock = Callable[[], float]  # seconds; reservations older than ttl_s by this clock expire
 
 PACING_FILE = "pacing.db"
 
@@ -71,11 +79,11 @@ class PacingStore(Protocol):
     ) -> CampaignDay: ...
 
 
-def pacing_store(settings: Settings, ttl_s: float) -> PacingStore:
+def pacing_store(settings: Settings, ttl_s: float, clock: Clock = time.time) -> PacingStore:
     """The store for the platform's mode: SQLite under the data folder, or Redis in scale-out."""
     if settings.mode == "scaleout":
-        return RedisPacingStore(settings.scaleout.redis_url, ttl_s)
-    return SqlitePacingStore(settings.root / "serving" / PACING_FILE, ttl_s)
+        return RedisPacingStore(settings.scaleout.redis_url, ttl_s, clock)
+    return SqlitePacingStore(settings.root / "serving" / PACING_FILE, ttl_s, clock)
 
 
 _SCHEMA = """
@@ -96,10 +104,11 @@ _COLUMNS = "campaign_id, day, budget, spent, reserved, bids, settled, wins, clic
 
 
 class SqlitePacingStore:
-    def __init__(self, path: Path, ttl_s: float) -> None:
+    def __init__(self, path: Path, ttl_s: float, clock: Clock = time.time) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.ttl_s = ttl_s
+        self.clock = clock
         # one connection per replica, used by one thread at a time; other processes are kept out by
         # SQLite's own lock, which BEGIN IMMEDIATE takes before the first read
         self._lock = threading.Lock()
@@ -120,7 +129,7 @@ class SqlitePacingStore:
         return CampaignDay(*row)
 
     def _expire(self, campaign_id: str, day: str) -> None:
-        cutoff = time.time() - self.ttl_s
+        cutoff = self.clock() - self.ttl_s
         (stale,) = self._db.execute(
             "SELECT COALESCE(SUM(amount), 0) FROM reservation "
             "WHERE campaign_id = ? AND day = ? AND created < ?",
@@ -164,7 +173,7 @@ class SqlitePacingStore:
                     reservation_id = uuid.uuid4().hex
                     self._db.execute(
                         "INSERT INTO reservation VALUES (?, ?, ?, ?, ?)",
-                        (reservation_id, campaign_id, day, amount, time.time()),
+                        (reservation_id, campaign_id, day, amount, self.clock()),
                     )
                     self._db.execute(
                         "UPDATE campaign_day SET reserved = reserved + ?, bids = bids + 1 "
@@ -278,13 +287,46 @@ return 1
 """
 
 
-class RedisPacingStore:
-    def __init__(self, redis_url: str, ttl_s: float) -> None:
-        import redis
+def redis_client(connection: str) -> Any:
+    """A client for `scaleout.redis_url`: Feast's connection string (`host:port[,db=N][,password=..]
+    [,ssl=true]`, the form the online store shares) or a `redis://` URL."""
+    import redis
 
-        url = redis_url if "://" in redis_url else f"redis://{redis_url}"
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
+    if "://" in connection:
+        return redis.Redis.from_url(connection, decode_responses=True)
+    nodes = [part for part in connection.split(",") if "=" not in part]
+    if len(nodes) != 1 or ":" not in nodes[0]:
+        raise InputError(
+            f"scaleout.redis_url: {connection!r} must name one host:port (pacing state does not use "
+            "Redis Cluster), e.g. 127.0.0.1:6379,db=0"
+        )
+    host, _, port = nodes[0].rpartition(":")
+    options: dict[str, Any] = {}
+    for part in connection.split(","):
+        key, found, value = part.partition("=")
+        if not found:
+            continue
+        if key == "db" and value.isdigit():
+            options["db"] = int(value)
+        elif key in ("password", "username"):
+            options[key] = value
+        elif key == "ssl" and value.lower() in ("true", "false"):
+            options["ssl"] = value.lower() == "true"
+        else:
+            raise InputError(
+                f"scaleout.redis_url: {part!r} in {connection!r} is not understood "
+                "(expected db=<number>, password=, username= or ssl=true|false)"
+            )
+    if not port.isdigit():
+        raise InputError(f"scaleout.redis_url: port {port!r} in {connection!r} is not a number")
+    return redis.Redis(host=host, port=int(port), decode_responses=True, **options)
+
+
+class RedisPacingStore:
+    def __init__(self, redis_url: str, ttl_s: float, clock: Clock = time.time) -> None:
+        self._redis = redis_client(redis_url)
         self.ttl_s = ttl_s
+        self.clock = clock
         self._reserve = self._redis.register_script(_REDIS_RESERVE)
         self._settle = self._redis.register_script(_REDIS_SETTLE)
 
@@ -308,7 +350,7 @@ class RedisPacingStore:
         )
 
     def state(self, campaign_id: str, day: str, budget: float) -> CampaignDay:
-        self._reserve(keys=self._keys(campaign_id, day), args=[budget, 0.0, time.time(), self.ttl_s, ""])
+        self._reserve(keys=self._keys(campaign_id, day), args=[budget, 0.0, self.clock(), self.ttl_s, ""])
         return self._read(campaign_id, day)
 
     def reserve(self, campaign_id: str, day: str, budget: float, bid: float) -> Reservation:
@@ -316,7 +358,7 @@ class RedisPacingStore:
         amount = float(
             self._reserve(
                 keys=self._keys(campaign_id, day),
-                args=[budget, max(bid, 0.0), time.time(), self.ttl_s, reservation_id],
+                args=[budget, max(bid, 0.0), self.clock(), self.ttl_s, reservation_id],
             )
         )
         if amount <= 0.0:

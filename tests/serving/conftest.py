@@ -4,12 +4,22 @@ The tiny marketplace (tests/conftest.py) gives the data folder (markets, campaig
 online store); the MLflow store is the session's own. The models are `served_models`' small
 contract-following models (registered by `tiny_world.registered_world`). Ray and Serve are the
 session's one instance (`local_serve` in tests/conftest.py), shared with tests/reliability.
+
+What a test changes, it owns: bids go to a campaign's market-local day of the test's own
+(`budget_day`), so no test depends on the budget another one spent; registry aliases are set by the
+test that needs them. The `redis_test_db` fixture hands out a Redis db the way tests/scaleout's
+`redis_db` does (same claim key, same dbs), so the two folders never share one.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import secrets
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +29,21 @@ from tiny_world import ServingWorld, registered_world
 
 from configs.settings import Settings
 
+# the scale-out services' helpers (skip locally, fail under CI), imported the way pytest imports test
+# modules (tests/ has no __init__.py: a test module's folder goes on sys.path)
+_SCALEOUT = str(Path(__file__).resolve().parents[1] / "scaleout")
+if _SCALEOUT not in sys.path:
+    sys.path.insert(0, _SCALEOUT)
+
+from scaleout_services import CONNECT_TIMEOUT_SECONDS, RedisDb, first_line, unavailable  # noqa: E402
+
 POLL_S = 0.3
+
+# as tests/scaleout/conftest.py: dbs 1..15 are handed to tests (0 is the platform's), a claim key
+# marks one as taken and lapses on its own if a killed run leaves it
+REDIS_TEST_DBS = range(15, 0, -1)
+REDIS_CLAIM_KEY = "tradewind:test:claimed"
+CLAIM_SECONDS = 3600
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +60,7 @@ def serving_world(
         port=local_serve.port,
         # no reservation expires during the session (the pacing checks count them)
         user_config={"poll_interval_s": POLL_S, "challenger_share": 0.5, "reservation_ttl_s": 3600},
-        # one replica each on a 2-core machine (reservations across processes: test_serving_parts)
+        # one replica each on a 2-core machine (two bidder replicas: test_pacing_served)
         options={
             name: {"autoscaling_config": None, "num_replicas": 1}
             for name in ("Ingress", "Recommender", "Bidder")
@@ -46,3 +70,77 @@ def serving_world(
     world.client = httpx.Client(base_url=serving.url, timeout=30.0)
     yield world  # Serve itself stops with the session (local_serve)
     world.client.close()
+
+
+@pytest.fixture(autouse=True)
+def _registry_of_the_serving_world(request: pytest.FixtureRequest) -> None:
+    """MLflow's tracking URI is process-wide: a test of tests/reliability run before this one may
+    have pointed it elsewhere. Every test using the serving world talks to the world's store."""
+    if "serving_world" in request.fixturenames:
+        from training.tracking import configure_tracking
+
+        configure_tracking(request.getfixturevalue("serving_world").settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# pacing state of the test's own
+
+_DAYS = itertools.count()
+
+
+@dataclass(frozen=True)
+class BudgetDay:
+    """A campaign's market-local day that no other test bids on: its pacing state starts empty."""
+
+    campaign_id: str
+    budget: float
+    timestamp: str  # ISO 8601, noon UTC of a day of the test's own
+
+    def bid(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A /bid body for this campaign on this day."""
+        return {"campaign_id": self.campaign_id, "request": request or {}, "timestamp": self.timestamp}
+
+    def pacing(self, client: httpx.Client) -> dict[str, Any]:
+        response = client.get(f"/campaigns/{self.campaign_id}/pacing", params={"timestamp": self.timestamp})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+def budget_day(serving_world: ServingWorld) -> BudgetDay:
+    """The first campaign on a day no other test of the session uses (the pacing state of a
+    campaign is per market-local day; every app of the session shares the data folder's state)."""
+    campaign = next(iter(serving_world.campaigns))
+    moment = datetime(2001, 1, 1, 12, tzinfo=UTC) + timedelta(days=next(_DAYS))
+    day = BudgetDay(campaign, serving_world.campaigns[campaign][1], moment.isoformat())
+    state = day.pacing(serving_world.client)
+    assert (state["spent"], state["reserved"], state["bids"]) == (0.0, 0.0, 0), state
+    return day
+
+
+@pytest.fixture
+def redis_test_db() -> Iterator[RedisDb]:
+    """A Redis db of the test's own on the platform's Redis, emptied at the end. Skipped when no
+    Redis answers there; under CI (`CI=true`) that fails instead, as the scale-out tests do."""
+    import redis
+
+    from configs.settings import load_settings
+
+    address = load_settings().scaleout.redis_url.split(",")[0]
+    host, _, port = address.rpartition(":")
+    token = secrets.token_hex(8)
+    claimed: RedisDb | None = None
+    try:
+        for index in REDIS_TEST_DBS:
+            client = redis.Redis(host=host, port=int(port), db=index, socket_timeout=CONNECT_TIMEOUT_SECONDS)
+            if client.set(REDIS_CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
+                claimed = RedisDb(client, index, f"{address},db={index}")
+                break
+            client.close()
+    except redis.RedisError as error:
+        unavailable(f"Redis at {address} not reachable ({first_line(error)})")
+    if claimed is None:
+        pytest.fail(f"Redis at {address}: test dbs {min(REDIS_TEST_DBS)}..{max(REDIS_TEST_DBS)} all claimed")
+    yield claimed
+    claimed.client.flushdb()
+    claimed.client.close()

@@ -1,11 +1,12 @@
-"""The serving parts that need no Ray: the config file, pacing atomicity across processes, the
-market-local day, the benchmark's loopback guard."""
+"""The serving parts that need no Ray: the config file, pacing atomicity across processes (SQLite)
+and threads (Redis), reservations expiring on an injected clock, the market-local day, the
+benchmark's loopback guard. The Redis checks fail under CI when Redis is absent (redis_test_db)."""
 
 from __future__ import annotations
 
 import multiprocessing
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from scaleout_services import RedisDb
 
-from configs import ConfigError
-from serving.pacing import SqlitePacingStore, UnknownReservation
+from configs import ConfigError, InputError
+from serving.pacing import (
+    PacingStore,
+    RedisPacingStore,
+    SqlitePacingStore,
+    UnknownReservation,
+    redis_client,
+)
 from serving.reference import local_day
 from serving.settings import MODEL_DEPLOYMENTS, load_serving_config
 
@@ -66,6 +74,32 @@ def test_a_wrong_key_in_the_serving_config_is_named(tmp_path: Path) -> None:
         load_serving_config(_write(tmp_path / "serving.yaml", config))
 
 
+class FakeClock:
+    """The pacing stores' clock, moved by the test: a reservation's age without waiting for it."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+MakeStore = Callable[..., PacingStore]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> MakeStore:
+    """`make_store(ttl_s=..., clock=...)`: the embedded store in a file of the test's own, or the
+    scale-out store in a Redis db of the test's own (redis_test_db: fails under CI without Redis)."""
+    if request.param == "sqlite":
+        return lambda **kwargs: SqlitePacingStore(tmp_path / "pacing.db", **kwargs)
+    db = request.getfixturevalue("redis_test_db")
+    return lambda **kwargs: RedisPacingStore(db.feast_connection, **kwargs)
+
+
 def _hammer(path: str, rounds: int, bid: float, results: multiprocessing.Queue) -> None:
     store = SqlitePacingStore(Path(path), ttl_s=600)
     results.put([store.reserve("C1", "2026-03-29", 1.0, bid).amount for _ in range(rounds)])
@@ -88,35 +122,67 @@ def test_reservations_from_several_processes_never_exceed_the_budget(tmp_path: P
     assert state.reserved == pytest.approx(1.0) and state.remaining == 0.0
 
 
-def test_settling_releases_the_reservation_and_counts_the_cost(tmp_path: Path) -> None:
-    store = SqlitePacingStore(tmp_path / "pacing.db", ttl_s=600)
+def test_redis_reservations_from_many_threads_never_exceed_the_budget(redis_test_db: RedisDb) -> None:
+    store = RedisPacingStore(redis_test_db.feast_connection, ttl_s=600)
+    with ThreadPoolExecutor(8) as pool:
+        amounts = list(pool.map(lambda _: store.reserve("C1", "2026-03-29", 1.0, 0.013).amount, range(160)))
+    assert sum(amounts) <= 1.0 + 1e-9 and sum(amounts) == pytest.approx(1.0)
+    state = store.state("C1", "2026-03-29", 1.0)
+    assert state.reserved == pytest.approx(1.0) and state.bids == sum(amount > 0 for amount in amounts)
+    # the state is in the test's own db (the connection string's `db=`), under the pacing keys
+    assert redis_test_db.client.hget("tradewind:pacing:{C1}:2026-03-29", "bids") == str(state.bids).encode()
+
+
+def test_settling_releases_the_reservation_and_counts_the_cost(make_store: MakeStore) -> None:
+    store = make_store(ttl_s=600)
     won = store.reserve("C1", "2026-01-05", 10.0, 4.0)
     lost = store.reserve("C1", "2026-01-05", 10.0, 4.0)
     clipped = store.reserve("C1", "2026-01-05", 10.0, 4.0)
     assert (won.amount, lost.amount, clipped.amount) == (4.0, 4.0, pytest.approx(2.0))
+    assert clipped.state.remaining == 0.0 and store.reserve("C1", "2026-01-05", 10.0, 4.0).amount == 0.0
     with pytest.raises(ValueError, match="cost"):
         store.settle("C1", won.reservation_id, True, 5.0, False)
     state = store.settle("C1", won.reservation_id, True, 3.0, True)
     state = store.settle("C1", lost.reservation_id, False, 0.0, False)
-    assert (state.spent, state.reserved, state.wins, state.clicks, state.settled) == (
+    assert (state.spent, state.reserved, state.wins, state.clicks, state.settled, state.bids) == (
         3.0,
         pytest.approx(2.0),
         1,
         1,
         2,
+        3,
     )
     with pytest.raises(UnknownReservation, match="reservation_id"):
         store.settle("C1", won.reservation_id, True, 3.0, False)
     assert store.state("C1", "2026-01-06", 10.0).spent == 0.0  # a new local day starts afresh
 
 
-def test_unsettled_reservations_expire(tmp_path: Path) -> None:
-    store = SqlitePacingStore(tmp_path / "pacing.db", ttl_s=0.05)
-    assert store.reserve("C1", "d", 1.0, 1.0).amount == 1.0
+def test_unsettled_reservations_expire_after_the_ttl(make_store: MakeStore) -> None:
+    clock = FakeClock()
+    store = make_store(ttl_s=60.0, clock=clock)
+    lost = store.reserve("C1", "d", 1.0, 1.0)  # its outcome never comes
+    assert lost.amount == 1.0
     assert store.reserve("C1", "d", 1.0, 1.0).amount == 0.0
 
-    time.sleep(0.1)
-    assert store.reserve("C1", "d", 1.0, 1.0).amount == 1.0
+    clock.advance(59.0)  # still within the TTL: the budget stays held
+    assert store.reserve("C1", "d", 1.0, 1.0).amount == 0.0
+    assert store.state("C1", "d", 1.0).reserved == 1.0
+
+    clock.advance(2.0)  # 61 s old: released, and the budget goes to the next bid
+    again = store.reserve("C1", "d", 1.0, 1.0)
+    assert again.amount == 1.0 and again.state.reserved == 1.0 and again.state.spent == 0.0
+    with pytest.raises(UnknownReservation, match="expired"):  # an outcome arriving too late
+        store.settle("C1", lost.reservation_id, True, 0.5, False)
+    assert store.settle("C1", again.reservation_id, True, 0.5, False).spent == 0.5
+
+
+def test_a_redis_url_in_feast_form_names_its_db_and_a_wrong_one_is_named() -> None:
+    assert redis_client("127.0.0.1:6379,db=7").connection_pool.connection_kwargs["db"] == 7
+    assert redis_client("redis://127.0.0.1:6379/3").connection_pool.connection_kwargs["db"] == 3
+    with pytest.raises(InputError, match=r"scaleout\.redis_url: 'dbx=2'"):
+        redis_client("127.0.0.1:6379,dbx=2")
+    with pytest.raises(InputError, match="one host:port"):
+        redis_client("a:1,b:2")
 
 
 def test_market_local_day_and_fraction_across_daylight_saving() -> None:
@@ -138,68 +204,6 @@ def test_the_benchmark_refuses_any_target_off_loopback() -> None:
     with pytest.raises(ValueError, match="only loopback"):
         loopback_only("http://10.1.2.3:8000")
     assert main(["--url", "http://192.0.2.7:8000"]) == 2
-
-
-@pytest.fixture
-def redis_store() -> Iterator[tuple[Any, str]]:
-    """The scale-out pacing store on the platform's Redis; skipped when no Redis answers there."""
-    import uuid
-
-    import redis
-
-    from configs.settings import Settings
-    from serving.pacing import RedisPacingStore
-
-    url = Settings().scaleout.redis_url
-    store = RedisPacingStore(url, ttl_s=600)
-    try:
-        store._redis.ping()
-    except redis.RedisError:
-        pytest.skip(f"no Redis at {url} (scale-out services not running)")
-    campaign = f"test-{uuid.uuid4().hex}"  # keys of their own, removed afterwards
-    yield store, campaign
-    for key in store._redis.scan_iter(f"tradewind:pacing:{{{campaign}}}:*"):
-        store._redis.delete(key)
-
-
-def test_redis_reservations_are_atomic_and_settle_like_sqlite(redis_store: tuple[Any, str]) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    store, campaign = redis_store
-    with ThreadPoolExecutor(8) as pool:
-        amounts = list(
-            pool.map(lambda _: store.reserve(campaign, "2026-03-29", 1.0, 0.013).amount, range(160))
-        )
-    assert sum(amounts) <= 1.0 + 1e-9 and sum(amounts) == pytest.approx(1.0)
-    state = store.state(campaign, "2026-03-29", 1.0)
-    assert state.reserved == pytest.approx(1.0) and state.bids == sum(amount > 0 for amount in amounts)
-
-    other = f"{campaign}-b"
-    won = store.reserve(other, "d", 10.0, 4.0)
-    lost = store.reserve(other, "d", 10.0, 4.0)
-    with pytest.raises(ValueError, match="cost"):
-        store.settle(other, won.reservation_id, True, 5.0, False)
-    store.settle(other, won.reservation_id, True, 3.0, True)
-    state = store.settle(other, lost.reservation_id, False, 0.0, False)
-    assert (state.spent, state.reserved, state.wins, state.clicks, state.settled) == (3.0, 0.0, 1, 1, 2)
-    with pytest.raises(UnknownReservation, match="reservation_id"):
-        store.settle(other, won.reservation_id, True, 3.0, False)
-    for key in store._redis.scan_iter(f"tradewind:pacing:{{{other}}}:*"):
-        store._redis.delete(key)
-
-    expiring = type(store)(platform_redis_url(), ttl_s=0.05)
-    assert expiring.reserve(other, "e", 1.0, 1.0).amount == 1.0
-    assert expiring.reserve(other, "e", 1.0, 1.0).amount == 0.0
-    time.sleep(0.1)
-    assert expiring.reserve(other, "e", 1.0, 1.0).amount == 1.0  # the unsettled one expired
-    for key in store._redis.scan_iter(f"tradewind:pacing:{{{other}}}:*"):
-        store._redis.delete(key)
-
-
-def platform_redis_url() -> str:
-    from configs.settings import Settings
-
-    return Settings().scaleout.redis_url
 
 
 class _DyingReplicas:
