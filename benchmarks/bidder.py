@@ -50,12 +50,14 @@ from models.bidding.learning_curve import LearningCurve
 from training.evaluation.bidding import (
     ROW_KEYS,
     BiddingEvaluation,
+    BiddingRow,
     PolicyFactory,
     evaluate_bidding,
     format_table,
     learning_curve_figure,
     pacing_figure,
 )
+from training.evaluation.intervals import Interval, bootstrap, ratio_interval
 
 # the shared data folder lies beside the project root
 DEFAULT_IPINYOU_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ipinyou-2259"
@@ -227,7 +229,37 @@ def run_ipinyou(
     return SourceResult("ipinyou", evaluation, result.curve, seconds, notes=notes)
 
 
+def row_intervals(evaluation: BiddingEvaluation) -> list[Interval]:
+    """pct_of_optimum's 95% interval of each row, over the held-out campaign-days (value and
+    hindsight bound resampled on the same days)."""
+    return [
+        ratio_interval(*evaluation.day_values(row.budget_fraction, row.policy), scale=100.0)
+        for row in evaluation.rows
+    ]
+
+
+def mean_pct_interval(evaluation: BiddingEvaluation, policy: str) -> Interval:
+    """The interval of pct_of_optimum averaged over the budget fractions, every fraction drawing the
+    same days."""
+    pairs = [evaluation.day_values(fraction, policy) for fraction in evaluation.budget_fractions()]
+
+    def mean_pct(draws: np.ndarray) -> np.ndarray:
+        return np.mean([100.0 * v[draws].sum(axis=1) / b[draws].sum(axis=1) for v, b in pairs], axis=0)
+
+    return bootstrap(mean_pct, len(pairs[0][0]))
+
+
+def uplift_interval(evaluation: BiddingEvaluation, policy: str, baseline: str, fraction: float) -> Interval:
+    """The interval of `policy`'s uplift in value over `baseline` (percent), on the same days."""
+    values, _ = evaluation.day_values(fraction, policy)
+    base, _ = evaluation.day_values(fraction, baseline)
+    ratio = ratio_interval(values, base, scale=100.0)
+    return Interval(ratio.low - 100.0, ratio.high - 100.0, ratio.n)
+
+
 def summary_lines(result: SourceResult) -> list[str]:
+    """Means over budgets and the targets, each with its interval; a target is judged on the
+    figure itself and a miss is printed as MISSED whatever the interval."""
     evaluation, name = result.evaluation, result.name
     lines = [
         f"{name}: mean pct_of_optimum over budgets: "
@@ -236,17 +268,21 @@ def summary_lines(result: SourceResult) -> list[str]:
         )
     ]
     dqn_mean = evaluation.mean_pct_of_optimum("dqn")
+    interval = mean_pct_interval(evaluation, "dqn")
     verdict = "met" if dqn_mean >= TARGET_PCT_OF_OPTIMUM else "MISSED"
     lines.append(
         f"{name}: target dqn >= {TARGET_PCT_OF_OPTIMUM:.0f}% of optimum on average: "
-        f"{dqn_mean:.1f} ({verdict})"
+        f"{dqn_mean:.1f}, 95% CI [{interval.low:.1f}, {interval.high:.1f}] over {interval.n} "
+        f"campaign-days ({verdict})"
     )
     for fraction in TIGHTEST_FRACTIONS:
         uplift = evaluation.uplift_pct("dqn", "linear", fraction)
+        interval = uplift_interval(evaluation, "dqn", "linear", fraction)
         verdict = "met" if uplift >= TARGET_UPLIFT_OVER_LINEAR_PCT else "MISSED"
         lines.append(
             f"{name}: target dqn >= linear + {TARGET_UPLIFT_OVER_LINEAR_PCT:.0f}% at "
-            f"1/{round(1 / fraction)}: {uplift:+.1f}% ({verdict})"
+            f"1/{round(1 / fraction)}: {uplift:+.1f}%, 95% CI [{interval.low:+.1f}, {interval.high:+.1f}] "
+            f"({verdict})"
         )
     curve = result.curve
     lines.append(
@@ -261,6 +297,16 @@ def summary_lines(result: SourceResult) -> list[str]:
             f"{metrics['log_loss']:.4f}, ECE {metrics['ece']:.5f}"
         )
     return lines + result.notes
+
+
+def json_row(row: BiddingRow, interval: Interval) -> dict[str, object]:
+    """A table row with the days behind it and pct_of_optimum's interval."""
+    return {
+        **{key: row.as_dict()[key] for key in ROW_KEYS},
+        **interval.as_dict(),
+        "n_of": "campaign-days",
+        "ci95_of": "pct_of_optimum",
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -315,13 +361,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     rows = [row for result in results for row in result.evaluation.rows]
-    print(format_table(rows))
+    intervals = [interval for result in results for interval in row_intervals(result.evaluation)]
+    print(format_table(rows, intervals))
     print()
     for result in results:
         print("\n".join(summary_lines(result)))
     if args.json:
         args.json.write_text(
-            json.dumps([{key: row.as_dict()[key] for key in ROW_KEYS} for row in rows], indent=1)
+            json.dumps(
+                [json_row(row, interval) for row, interval in zip(rows, intervals, strict=True)], indent=1
+            )
         )
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)

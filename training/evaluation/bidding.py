@@ -286,14 +286,12 @@ def _summary_row(
     )
 
 
-def format_table(
-    rows: Sequence[BiddingRow], intervals: Mapping[tuple[float, str], Interval] | None = None
-) -> str:
-    """The rows as an aligned text table with the columns of `ROW_KEYS`; with `intervals` (by budget
-    fraction and policy), two more: the days behind each row and pct_of_optimum's 95% interval."""
+def format_table(rows: Sequence[BiddingRow], intervals: Sequence[Interval] | None = None) -> str:
+    """The rows as an aligned text table with the columns of `ROW_KEYS`; with `intervals` (one per
+    row), two more: the days behind each row and pct_of_optimum's 95% interval."""
     keys = [*ROW_KEYS, *(["n", "pct 95% CI"] if intervals is not None else [])]
     cells = [keys]
-    for row in rows:
+    for index, row in enumerate(rows):
         line = [
             row.source,
             f"1/{round(1 / row.budget_fraction)}",
@@ -307,7 +305,7 @@ def format_table(
             f"{row.cpc:.4g}",
         ]
         if intervals is not None:
-            interval = intervals[(row.budget_fraction, row.policy)]
+            interval = intervals[index]
             line += [str(interval.n), f"[{interval.low:.1f}, {interval.high:.1f}]"]
         cells.append(line)
     widths = [max(len(line[column]) for line in cells) for column in range(len(keys))]
