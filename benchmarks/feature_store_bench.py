@@ -1,7 +1,12 @@
 """Time the feature pipeline on a realistic-size fake marketplace: build, apply, materialize, and
 a point-in-time training set.
 
-    python -m benchmarks.feature_store_bench --data-dir /tmp/tradewind-bench --users 5000 --days 730
+    python -m benchmarks.feature_store_bench --data-dir /tmp/tradewind-bench --users 5000 --days 730 \
+        [--json stages.json]
+
+Each stage is timed once (its row says n = 1 run: one timing has no interval); then
+`--online-requests` single-row online lookups are timed one by one, and their median gets a seeded
+bootstrap 95% interval over the requests.
 
 The fake data only has to be the right size and shape for the feature code (skewed activity,
 several currencies and time zones, promotions, auctions); the simulator in `features.simulator`
@@ -11,9 +16,12 @@ is the realistic one.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -21,6 +29,7 @@ import polars as pl
 from configs.settings import Settings
 from features.contract import TABLES
 from features.tables import write_partition
+from training.evaluation.intervals import bootstrap
 
 FAKE_MARKETS = (
     # market_id, currency, time zone, share of users, local units per USD
@@ -229,13 +238,65 @@ def write_fake_contract(contract_dir: Path, tables: dict[str, pl.DataFrame]) -> 
         write_partition(frame, contract_dir, name, "fake")
 
 
-def _timed(label: str, started: float) -> float:
-    elapsed = time.perf_counter() - started
-    print(f"{label}: {elapsed:.1f} s", flush=True)
-    return elapsed
+class StageTimes:
+    """The benchmark's rows: one per stage. A stage run once is one timing (n = 1 run, no interval
+    can be drawn from it); the online lookups are timed one request at a time, so their median has a
+    bootstrap interval over the requests."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def once(self, label: str, started: float) -> float:
+        elapsed = time.perf_counter() - started
+        print(f"{label}: {elapsed:.1f} s", flush=True)
+        self.rows.append(
+            {
+                "stage": label,
+                "seconds": elapsed,
+                "n": 1,
+                "n_of": "runs",
+                "ci95_of": "seconds",
+                "ci95_low": None,
+                "ci95_high": None,
+            }
+        )
+        return elapsed
+
+    def per_request(self, label: str, seconds: Sequence[float]) -> None:
+        milliseconds = np.asarray(seconds) * 1000.0
+        interval = bootstrap(lambda draws: np.median(milliseconds[draws], axis=1), len(milliseconds))
+        median = float(np.median(milliseconds))
+        print(
+            f"{label}: median {median:.2f} ms, 95% CI [{interval.low:.2f}, {interval.high:.2f}] "
+            f"over {interval.n} requests",
+            flush=True,
+        )
+        self.rows.append(
+            {
+                "stage": label,
+                "seconds": float(np.sum(seconds)),
+                "median_ms": median,
+                **interval.as_dict(),
+                "n_of": "requests",
+                "ci95_of": "median_ms",
+            }
+        )
+
+    def table(self) -> str:
+        lines = [f"{'stage':<72} {'seconds':>8} {'n':>5}  {'n of':<8} 95% CI"]
+        for row in self.rows:
+            interval = (
+                "-"
+                if row["ci95_low"] is None
+                else f"[{row['ci95_low']:.2f}, {row['ci95_high']:.2f}] ({row['ci95_of']})"
+            )
+            lines.append(
+                f"{row['stage'][:72]:<72} {row['seconds']:>8.2f} {row['n']:>5}  {row['n_of']:<8} {interval}"
+            )
+        return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -243,42 +304,56 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--products", type=int, default=2000)
     parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--campaigns", type=int, default=100)
     parser.add_argument("--events-per-user-day", type=float, default=1.0)
     parser.add_argument("--training-rows", type=int, default=200_000)
+    parser.add_argument(
+        "--online-requests", type=int, default=200, help="single-user online lookups timed one by one"
+    )
     parser.add_argument("--skip-generate", action="store_true", help="reuse the contract tables there")
     parser.add_argument("--skip-build", action="store_true", help="reuse the feature tables there")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="write the stage rows as a JSON list here")
+    args = parser.parse_args(argv)
 
-    from features.store import apply_definitions, historical_features, materialize, online_features
+    from features.store import (
+        apply_definitions,
+        feature_store,
+        historical_features,
+        materialize,
+        online_features,
+    )
     from features.transforms import build_feature_tables
 
     settings = Settings(data_dir=args.data_dir)
+    times = StageTimes()
     if not args.skip_generate:
         started = time.perf_counter()
-        tables = fake_contract_tables(args.users, args.products, args.days, args.events_per_user_day)
+        tables = fake_contract_tables(
+            args.users, args.products, args.days, args.events_per_user_day, campaigns=args.campaigns
+        )
         write_fake_contract(settings.contract_dir, tables)
-        _timed(
+        times.once(
             f"generate ({tables['events'].height:,} events, {tables['auctions'].height:,} auctions)", started
         )
 
     if not args.skip_build:
         started = time.perf_counter()
         rows = build_feature_tables(settings, show_progress=False)
-        _timed("build feature tables", started)
+        times.once("build feature tables", started)
         for name, count in rows.items():
             print(f"  {name}: {count:,} rows", flush=True)
 
     started = time.perf_counter()
     apply_definitions(settings)
-    _timed("feast apply", started)
+    times.once("feast apply", started)
 
     started = time.perf_counter()
     print(materialize(settings, incremental=False), flush=True)
-    _timed("materialize (full)", started)
+    times.once("materialize (full)", started)
 
     started = time.perf_counter()
     print(materialize(settings), flush=True)
-    _timed("materialize (incremental, nothing new)", started)
+    times.once("materialize (incremental, nothing new)", started)
 
     events = pl.read_parquet(settings.contract_dir / "events" / "fake.parquet")
     products = pl.read_parquet(settings.contract_dir / "products" / "fake.parquet")
@@ -290,14 +365,32 @@ def main() -> None:
     )
     started = time.perf_counter()
     training = historical_features(settings, labels, "recommendation")
-    _timed(
+    times.once(
         f"historical_features recommendation ({training.height:,} rows x {training.width} columns)", started
     )
 
     started = time.perf_counter()
     online = online_features(settings, "recommendation", labels.head(100).drop("event_timestamp").to_dicts())
-    _timed(f"online_features recommendation (100 rows, {len(online)} columns)", started)
+    times.once(f"online_features recommendation (100 rows, {len(online)} columns)", started)
+
+    # one request at a time, as serving asks: the store and service looked up once
+    store = feature_store(settings)
+    service = store.get_feature_service("recommendation")
+    requests = labels.drop("event_timestamp").to_dicts()
+    latencies = []
+    for index in range(args.online_requests):
+        started = time.perf_counter()
+        online_features(settings, service, [requests[index % len(requests)]], store=store)
+        latencies.append(time.perf_counter() - started)
+    if latencies:
+        times.per_request("online_features recommendation, one row per request", latencies)
+
+    print()
+    print(times.table())
+    if args.json:
+        args.json.write_text(json.dumps(times.rows, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

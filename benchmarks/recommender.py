@@ -52,6 +52,7 @@ from models.recommendation.hybrid import RerankedHybrid
 from models.recommendation.interactions import Interactions
 from models.recommendation.ranker import LambdaRankRanker
 from models.recommendation.two_tower import TwoTower, TwoTowerConfig
+from training.evaluation.intervals import mean_interval
 from training.evaluation.ranking import (
     evaluate_recommenders,
     per_user_random_split,
@@ -72,7 +73,14 @@ TABLE_KEYS = (
     "hitrate@10",
     "coverage@10",
     "train_s",
+    "n",
+    "n_of",
+    "ci95_of",
+    "ci95_low",
+    "ci95_high",
 )
+# what the printed table shows (the JSON rows hold all of TABLE_KEYS)
+SHOWN_KEYS = (*TABLE_KEYS[:4], "n", "ndcg@10 95% CI", *TABLE_KEYS[4:10])
 EASE_L2_GRID = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 KNN_NEIGHBOUR_GRID = (50.0, 100.0, 200.0, 400.0)
 HALF_LIFE_GRID = (3.0, 7.0, 14.0, 30.0, 90.0)
@@ -369,7 +377,10 @@ def run_case(
     """Table rows (warm users, then cold-start users), the full per-segment results, with the
     single-user scoring latency of each model added as latency_median_ms / latency_p95_ms."""
     models = build_models(case, threads, log)
-    results = evaluate_recommenders(models, case.train, case.test, K, segments=case.segments)
+    per_user: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    results = evaluate_recommenders(
+        models, case.train, case.test, K, segments=case.segments, per_user=per_user
+    )
     warm_users = np.flatnonzero(case.train.history_counts() > 0)
     latency = {name: scoring_latency_ms(model, warm_users, latency_repeats) for name, model in models.items()}
     results = results.with_columns(
@@ -393,6 +404,10 @@ def run_case(
                         for metric in ("ndcg", "precision", "recall", "map", "hitrate", "coverage")
                     },
                     "train_s": result["train_s"],
+                    # the sample behind the headline: nDCG@10 over these users, bootstrapped
+                    **mean_interval(per_user[(result["model"], segment)]["ndcg"]).as_dict(),
+                    "n_of": "users",
+                    "ci95_of": f"ndcg@{K}",
                 }
             )
     return rows, results
@@ -411,13 +426,20 @@ def scoring_latency_ms(model: Recommender, users: np.ndarray, repeats: int = 200
     return {"median_ms": float(np.median(timings) * 1e3), "p95_ms": float(np.quantile(timings, 0.95) * 1e3)}
 
 
-def format_table(rows: Sequence[dict], keys: Sequence[str] = TABLE_KEYS) -> str:
+def format_table(rows: Sequence[dict], keys: Sequence[str] = SHOWN_KEYS) -> str:
+    rows = [_with_interval_cell(row) for row in rows]
     widths = {key: max(len(key), *(len(_cell(row[key])) for row in rows)) for key in keys}
     lines = ["  ".join(key.ljust(widths[key]) for key in keys)]
     lines.append("  ".join("-" * widths[key] for key in keys))
     for row in rows:
         lines.append("  ".join(_cell(row[key]).ljust(widths[key]) for key in keys))
     return "\n".join(lines)
+
+
+def _with_interval_cell(row: dict) -> dict:
+    if "ci95_low" not in row:
+        return row
+    return {**row, f"{row['ci95_of']} 95% CI": f"[{row['ci95_low']:.4f}, {row['ci95_high']:.4f}]"}
 
 
 def _cell(value: object) -> str:

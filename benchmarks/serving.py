@@ -7,7 +7,8 @@ requests per second per endpoint and level, the ratios against echo at the same 
 the issue's targets (/recommend p99 <= 1.5x echo, /bid p99 <= 1.2x echo, rps >= 0.7x echo) as met
 or missed. `--json PATH` writes one object per endpoint and level with the keys endpoint,
 concurrency, requests, errors, p50_ms, p95_ms, p99_ms, rps, rss_mb (resident memory of all the
-serving processes after the run, MB).
+serving processes after the run, MB), and n, n_of ("requests"), ci95_of ("p99_ms"), ci95_low,
+ci95_high: the seeded bootstrap 95% interval of p99 over the level's requests.
 
 By default it starts configs/serving.yaml itself on a free loopback port, for the data folder of
 the platform settings (or --data-dir), serving whatever holds `champion` there. The /recommend
@@ -45,6 +46,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from training.evaluation.intervals import quantile_interval
+
 ENDPOINTS = ("echo", "recommend", "forecast", "bid")
 PATHS = {"echo": "/echo", "recommend": "/recommend", "forecast": "/forecast", "bid": "/bid"}
 P99_TARGETS = {"recommend": 1.5, "bid": 1.2}
@@ -63,6 +66,12 @@ class Row:
     p99_ms: float
     rps: float
     rss_mb: float = 0.0
+    # the sample behind p99: every request's latency, bootstrapped (seeded)
+    n: int = 0
+    n_of: str = "requests"
+    ci95_of: str = "p99_ms"
+    ci95_low: float = float("nan")
+    ci95_high: float = float("nan")
 
 
 def loopback_only(url: str) -> None:
@@ -111,7 +120,20 @@ async def measure(
         wall = time.perf_counter() - started
     values = np.array(latencies) * 1000.0
     p50, p95, p99 = (float(np.percentile(values, q)) for q in (50, 95, 99)) if len(values) else (0.0,) * 3
-    return Row(path.strip("/"), concurrency, len(latencies), errors, p50, p95, p99, len(latencies) / wall)
+    interval = quantile_interval(values, 0.99)
+    return Row(
+        path.strip("/"),
+        concurrency,
+        len(latencies),
+        errors,
+        p50,
+        p95,
+        p99,
+        len(latencies) / wall,
+        n=interval.n,
+        ci95_low=interval.low,
+        ci95_high=interval.high,
+    )
 
 
 def serving_rss_mb() -> tuple[float, dict[str, float]]:
@@ -205,7 +227,7 @@ def format_rows(rows: list[Row]) -> str:
     echo = {row.concurrency: row for row in rows if row.endpoint == "echo"}
     header = (
         f"{'endpoint':<10} {'conc':>4} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'p99 ms':>8} {'rps':>8} {'p99/echo':>8} {'rps/echo':>8}  targets"
+        f"{'p99 ms':>8} {'p99 95% CI':>17} {'rps':>8} {'p99/echo':>8} {'rps/echo':>8}  targets"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -218,10 +240,11 @@ def format_rows(rows: list[Row]) -> str:
                 limit = P99_TARGETS[row.endpoint]
                 verdicts.append(f"p99<={limit}x {'met' if p99_ratio <= limit else 'MISSED'}")
             verdicts.append(f"rps>={RPS_TARGET}x {'met' if rps_ratio >= RPS_TARGET else 'MISSED'}")
+        interval = f"[{row.ci95_low:.2f}, {row.ci95_high:.2f}]"
         lines.append(
             f"{row.endpoint:<10} {row.concurrency:>4} {row.requests:>8} {row.errors:>6} {row.p50_ms:>8.2f} "
-            f"{row.p95_ms:>8.2f} {row.p99_ms:>8.2f} {row.rps:>8.1f} {p99_ratio:>8.2f} {rps_ratio:>8.2f}  "
-            + ", ".join(verdicts)
+            f"{row.p95_ms:>8.2f} {row.p99_ms:>8.2f} {interval:>17} {row.rps:>8.1f} {p99_ratio:>8.2f} "
+            f"{rps_ratio:>8.2f}  " + ", ".join(verdicts)
         )
     return "\n".join(lines)
 

@@ -11,7 +11,8 @@ It reports the requests sent, errors by status (`0` with the exception's name: n
 p50/p99 latency and throughput per `--window-s` (30 s) window over time, and the resident memory
 (RSS) of every serving process (GCS, raylet, Serve controller, proxy, replicas, Ray workers and
 agents) at the start and the end: growth in MB and % per process and in total. `--json PATH` writes
-all of it as one object.
+all of it as one object, with n, n_of, ci95_of, ci95_low and ci95_high: the seeded bootstrap 95%
+interval of p99 over the requests (of the soak, and of each window).
 
     tradewind benchmark soak --minutes 10 --endpoint recommend --json soak.json
 
@@ -38,6 +39,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from benchmarks.serving import PATHS, loopback_only, measure, request_makers, serving_target
+from training.evaluation.intervals import quantile_interval
 
 SOAKED = ("recommend", "forecast", "bid", "echo")
 RAY_DAEMONS = ("gcs_server", "raylet")
@@ -52,6 +54,12 @@ class Window:
     p99_ms: float
     rps: float
     rss_mb: float | None = None  # all serving processes, sampled as the window closed
+    # p99's seeded bootstrap interval over the window's requests
+    n: int = 0
+    n_of: str = "requests"
+    ci95_of: str = "p99_ms"
+    ci95_low: float = float("nan")
+    ci95_high: float = float("nan")
 
 
 @dataclass
@@ -85,6 +93,12 @@ class SoakReport:
     memory_start_mb: float
     memory_end_mb: float
     processes: list[ProcessMemory] = field(default_factory=list)
+    # p99's seeded bootstrap interval over every request of the soak
+    n: int = 0
+    n_of: str = "requests"
+    ci95_of: str = "p99_ms"
+    ci95_low: float = float("nan")
+    ci95_high: float = float("nan")
 
     @property
     def memory_growth_mb(self) -> float:
@@ -261,6 +275,12 @@ def percentiles(latencies_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
+def p99_interval(latencies_s: list[float]) -> dict[str, float | int]:
+    """n, ci95_low and ci95_high of p99 (ms) over these requests, rounded like the figures."""
+    interval = quantile_interval(np.array(latencies_s) * 1000.0, 0.99)
+    return {"n": interval.n, "ci95_low": round(interval.low, 2), "ci95_high": round(interval.high, 2)}
+
+
 def windows_of(sent: list[Sent], window_s: float, rss_by_window: dict[int, float]) -> list[Window]:
     grouped: dict[int, list[Sent]] = {}
     for request in sent:
@@ -280,6 +300,7 @@ def windows_of(sent: list[Sent], window_s: float, rss_by_window: dict[int, float
                 round(p99, 2),
                 len(members) / window_s,
                 rss,
+                **p99_interval([request.latency_s for request in members]),
             )
         )
     return windows
@@ -338,6 +359,7 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
         processes=process_table(
             {pid: titles[pid] for pid in start_memory}, end_titles, start_memory, end_memory
         ),
+        **p99_interval([request.latency_s for request in sent]),
     )
 
 
@@ -348,16 +370,19 @@ def format_report(report: SoakReport) -> str:
         f"{report.target_rps:.1f} rps target ({report.achieved_rps:.1f} achieved; max measured "
         f"{report.max_rps:.1f}), "
         f"{error_count} errors ({100.0 * error_count / max(report.requests, 1):.2f}%), "
-        f"{report.skipped} skipped, p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms",
+        f"{report.skipped} skipped, p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms "
+        f"(95% CI [{report.ci95_low:.1f}, {report.ci95_high:.1f}] over {report.n} requests)",
         f"statuses: {', '.join(f'{status}: {count}' for status, count in report.statuses.items()) or '-'}",
         "",
-        f"{'window s':>9} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'rps':>7} {'RSS MB':>8}",
+        f"{'window s':>9} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 95% CI':>17} "
+        f"{'rps':>7} {'RSS MB':>8}",
     ]
     for window in report.windows:
         rss = f"{window.rss_mb:,.0f}" if window.rss_mb is not None else "-"
+        interval = f"[{window.ci95_low:.1f}, {window.ci95_high:.1f}]"
         lines.append(
             f"{window.start_s:>9.0f} {window.requests:>8} {window.errors:>6} {window.p50_ms:>8.1f} "
-            f"{window.p99_ms:>8.1f} {window.rps:>7.1f} {rss:>8}"
+            f"{window.p99_ms:>8.1f} {interval:>17} {window.rps:>7.1f} {rss:>8}"
         )
     lines += [
         "",
