@@ -247,3 +247,80 @@ def test_a_command_that_cannot_start_fails_and_the_next_job_still_runs(
         ("fine", "succeeded", 0),
     ]
     assert "cannot start" in Path(records[0]["log"]).read_text()
+
+
+HOLD_LOCK = """
+import fcntl, sys
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("held", flush=True)
+sys.stdin.read()  # holds the lock until the test kills this process
+"""
+
+
+def test_a_second_runner_does_nothing_while_the_first_holds_runner_lock(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from training.cli import app
+    from training.schedule import schedule_dir
+
+    job, state = fake_job(tmp_path, [0], cadence="hourly")
+    schedule_file = tmp_path / "schedule.yaml"
+    schedule_file.write_text(json.dumps({"jobs": [job.model_dump()]}))
+    monkeypatch.setenv("TRADEWIND_DATA_DIR", str(settings.root))
+    lock = schedule_dir(settings) / "runner.lock"
+    lock.parent.mkdir(parents=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "held"
+        second = CliRunner().invoke(app, ["schedule", "run", "--once", "--config", str(schedule_file)])
+        assert second.exit_code == 0, second.output
+        assert "another `tradewind schedule run` holds the runner lock: nothing done" in second.output
+        assert read_history(settings) == [] and json.loads(state.read_text()) == [0], "the job did not run"
+    finally:
+        first.kill()  # the kernel drops a dead process's flock: no stale lock
+        first.wait(timeout=30)
+    after = CliRunner().invoke(app, ["schedule", "run", "--once", "--config", str(schedule_file)])
+    assert after.exit_code == 0, after.output
+    assert [record["status"] for record in read_history(settings)] == ["succeeded"]
+    assert lock.read_text() != "", "the runner wrote its pid into the lock"
+
+
+def test_run_forever_waits_while_another_runner_holds_the_lock(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.schedule as schedule
+
+    job, _ = fake_job(tmp_path, [0], cadence="hourly")
+    said: list[str] = []
+    holder = schedule.runner_lock(settings)
+    assert holder.__enter__() is True  # the first runner
+
+    class Stop(Exception):
+        pass
+
+    sleeps: list[float] = []
+    real_sleep = schedule.time.sleep
+
+    def wake(seconds: float) -> None:
+        if seconds < 0.5:  # a step's polling (time.sleep is the one of every module), not the runner's
+            real_sleep(seconds)
+            return
+        # the runner's wait for the next minute: the first runner ends in the first one
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            holder.__exit__(None, None, None)
+            return
+        raise Stop
+
+    monkeypatch.setattr(schedule.time, "sleep", wake)
+    with pytest.raises(Stop):
+        schedule.run_forever(settings, ScheduleConfig(jobs=[job]), report=said.append)
+    assert said[1] == "another schedule runner holds the lock: waiting"
+    assert len(sleeps) == 2 and all(0 < seconds <= 60.5 for seconds in sleeps)
+    assert any("exit 0" in line and "succeeded" in line for line in said[2:]), said
+    assert [record["status"] for record in read_history(settings)] == ["succeeded"]
