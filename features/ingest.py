@@ -25,6 +25,7 @@ from pathlib import Path
 import polars as pl
 from rich.progress import Progress
 
+from configs import InputError
 from configs.settings import Settings
 from features.contract import LOADER_REJECT_COLUMN, TABLES, Column, TableSchema
 from features.tables import partition_path, partitions, read_table, write_partition
@@ -36,7 +37,7 @@ _TRUE_TEXT = ("true", "t", "yes", "y", "1")
 _FALSE_TEXT = ("false", "f", "no", "n", "0")
 
 
-class FileRefused(ValueError):
+class FileRefused(InputError):
     """A file cannot be ingested at all; the message is one line naming file and column."""
 
 
@@ -84,7 +85,7 @@ class IngestReport:
         return sum(result.forgotten for result in self.results)
 
 
-class IngestRefused(ValueError):
+class IngestRefused(InputError):
     """One or more files were refused; nothing was written."""
 
     def __init__(self, refusals: list[str]) -> None:

@@ -6,27 +6,120 @@ Heavy libraries (Feast, MLflow, Ray, torch) are imported inside the verbs that n
 
 from __future__ import annotations
 
-import functools
 import os
 
 # OpenMP threads (LightGBM) wait passively, not spinning: on shared cores spinning turns training into a
 # crawl. Set before any verb loads LightGBM; an explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from configs import ConfigError
+# typer carries its own copy of click: its usage errors are these classes, not the click package's
+from typer._click import Context
+from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
+
+from configs import ConfigError, InputError
 from configs.settings import Settings, load_settings
 
+# Errors that mean the user's input is wrong (a file, column, format, value, config key, or a step
+# not run yet): one line, exit 2. The parts' own "not there yet" errors are LookupErrors of their own
+# (no champion, no tuning trial, no such job); a bare KeyError or IndexError is a bug, not input.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    InputError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+BAD_INPUT_EXIT = 2
+FAILED_EXIT = 1
+
+
+def is_user_error(error: Exception) -> bool:
+    if isinstance(error, USER_ERRORS):
+        return True
+    return isinstance(error, LookupError) and not isinstance(error, KeyError | IndexError)
+
+
+def one_line(message: str) -> str:
+    """A message of several lines (a config with several wrong keys, a YAML error with its excerpt)
+    as one line: its non-blank lines joined by "; " (a line that only points with ^ is dropped)."""
+    lines = [line.strip() for line in message.strip().splitlines()]
+    lines = [line for line in lines if line and line.strip("^ ")]
+    if not lines:
+        return message.strip()
+    # "file: key a ...", "file: key b ..." -> "file: key a ...; key b ..."
+    prefix = lines[0].split(": ", 1)[0] + ": "
+    if len(lines) > 1 and prefix != lines[0] and all(line.startswith(prefix) for line in lines):
+        lines = [lines[0], *(line.removeprefix(prefix) for line in lines[1:])]
+    return "; ".join(lines)
+
+
+def _echo_error(message: str) -> None:
+    typer.echo(f"error: {one_line(message)}", err=True)
+
+
+def debugging(ctx: Context) -> bool:
+    """`tradewind --debug ...`: show tracebacks instead of one-line errors."""
+    return bool(ctx.find_root().params.get("debug"))
+
+
+class OneLineErrors(TyperGroup):
+    """Every verb ends a failure with one line on stderr and no traceback (unless --debug): bad
+    input (`USER_ERRORS`, a wrong option value) exits 2, anything unexpected exits 1 naming the
+    exception type. Here, around every verb, so a verb added later is covered too."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
+    ) -> Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click_errors.NoArgsIsHelpError:
+            raise
+        except click_errors.UsageError as error:  # `tradewind --bogus`
+            _usage_error(error)
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click_errors.NoArgsIsHelpError:
+            raise
+        except click_errors.UsageError as error:  # a verb's wrong option, argument or value
+            _usage_error(error)
+        except (typer.Exit, typer.Abort, click_errors.ClickException):
+            raise
+        except Exception as error:
+            if debugging(ctx):
+                raise
+            if is_user_error(error):
+                _echo_error(str(error))
+                raise typer.Exit(BAD_INPUT_EXIT) from None
+            first = one_line(str(error)) or "(no message)"
+            _echo_error(f"{type(error).__name__}: {first} (run with --debug for the traceback)")
+            raise typer.Exit(FAILED_EXIT) from None
+
+
+def _usage_error(error: click_errors.UsageError) -> Any:
+    where = f"{error.ctx.command_path}: " if error.ctx is not None else ""
+    help_hint = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
+    _echo_error(f"{where}{error.format_message()}{help_hint}")
+    raise typer.Exit(error.exit_code)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Tradewind: recommendation, demand forecasting and ad bidding for a cross-border marketplace.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -39,23 +132,6 @@ schedule_app = typer.Typer(
 app.add_typer(schedule_app, name="schedule")
 
 console = Console()
-FuncT = TypeVar("FuncT", bound=Callable[..., Any])
-
-
-def clear_errors(func: FuncT) -> FuncT:
-    """Known user errors print one clear message and exit 2, never a stack trace."""
-    from features.ingest import IngestRefused
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (ConfigError, IngestRefused, FileNotFoundError, LookupError) as error:
-            for line in str(error).splitlines():  # plain lines: never wrapped, easy to grep
-                typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
@@ -63,6 +139,9 @@ def main(
     data_dir: Annotated[
         Path | None, typer.Option(help="Data folder (default: configs/platform.yaml, or TRADEWIND_DATA_DIR).")
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error instead of one line.")
+    ] = False,
 ) -> None:
     if data_dir is not None:
         os.environ["TRADEWIND_DATA_DIR"] = str(data_dir.resolve())
@@ -77,7 +156,6 @@ def _settings() -> Settings:
 
 
 @app.command()
-@clear_errors
 def contract(markdown: Annotated[bool, typer.Option(help="Print the Markdown document.")] = False) -> None:
     """Show the data contract: every table, column, type and row rule."""
     from features.contract import TABLES, contract_markdown
@@ -95,20 +173,23 @@ def contract(markdown: Annotated[bool, typer.Option(help="Print the Markdown doc
 
 
 @app.command()
-@clear_errors
 def generate(
     scale: Annotated[float, typer.Option(help="Multiply users, products, campaigns and auctions.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Override the config's seed.")] = None,
     config: Annotated[Path, typer.Option(help="Simulator config.")] = Path("marketplace"),
     hold_back_days: Annotated[
         int,
-        typer.Option(help="Keep the last N days of activity apart as daily raw partitions, for `retrain`."),
+        typer.Option(
+            min=0, help="Keep the last N days of activity apart as daily raw partitions, for `retrain`."
+        ),
     ] = 0,
 ) -> None:
     """Generate the synthetic marketplace into the data folder's raw/ (ground truth apart)."""
     from configs import load_config
     from features.simulator import MarketplaceConfig, generate_marketplace
 
+    if scale <= 0:
+        raise InputError(f"--scale: expected a number above 0, got {scale:g}")
     settings = _settings()
     summary = generate_marketplace(
         load_config(config, MarketplaceConfig), settings.raw_dir, settings.truth_dir, scale=scale, seed=seed
@@ -165,7 +246,6 @@ def print_ingest_report(report: Any, seconds: float) -> None:
 
 
 @app.command()
-@clear_errors
 def ingest(
     source: Annotated[
         Path | None,
@@ -193,16 +273,15 @@ def ingest(
     started = time.perf_counter()
     if dataset is not None:
         if dataset not in DATASETS:
-            raise ConfigError(f"--dataset: unknown data set {dataset!r} (known: {', '.join(DATASETS)})")
+            raise InputError(f"--dataset: unknown data set {dataset!r} (known: {', '.join(DATASETS)})")
         source = source or default_source(dataset)
         if not source.exists():
             raise FileNotFoundError(f"{source}: data set {dataset} not found")
         settings = settings.for_dataset(dataset)
-        console.print(f"{source} is the {dataset} data set: loading into {settings.root}")
         loaded = DATASETS[dataset](source, settings.raw_dir)
         console.print(
-            f"loaded {loaded.source_rows:,} source rows into raw contract tables "
-            f"in {time.perf_counter() - started:.1f} s"
+            f"{source} is the {dataset} data set: loaded {loaded.source_rows:,} source rows into raw "
+            f"contract tables in {settings.raw_dir} in {time.perf_counter() - started:.1f} s"
         )
         started = time.perf_counter()
         report = run_ingest(settings, settings.raw_dir, partition=dataset)
@@ -222,8 +301,8 @@ def _os_user() -> str:
 
 
 @app.command("forget-user")
-@clear_errors
 def forget_user(
+    ctx: typer.Context,
     user_id: Annotated[str, typer.Argument(help="The user's id, as in the contract table users.")],
     reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "erasure request",
     requested_by: Annotated[
@@ -242,9 +321,13 @@ def forget_user(
     try:
         report = run_forget(settings, user_id, requested_by=requested_by or _os_user(), reason=reason)
     except ValueError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from None
+        if debugging(ctx):
+            raise
+        _echo_error(str(error))
+        raise typer.Exit(BAD_INPUT_EXIT) from None
     except Exception as error:  # e.g. the online store unreachable: the audit has what went so far
+        if debugging(ctx):
+            raise
         first = (str(error).strip().splitlines() or [""])[0]
         typer.echo(
             f"error: forget-user stopped: {type(error).__name__}: {first}; what was removed so far is "
@@ -275,13 +358,20 @@ def forget_user(
 # features
 
 
+def _require_tables(folder: Path, what: str, run_first: str) -> None:
+    """A step that reads tables refuses an empty data folder with the step to run first, rather than
+    doing nothing (or registering features of nothing) and exiting 0."""
+    if not any(folder.glob("*/*.parquet")):
+        raise InputError(f"{folder}: no {what} in this data folder; run {run_first} first")
+
+
 @features_app.command("build")
-@clear_errors
 def features_build() -> None:
     """Compute the feature tables (polars) from the contract tables."""
     from features.transforms import build_feature_tables
 
     settings = _settings()
+    _require_tables(settings.contract_dir, "contract tables", "`tradewind ingest` (or `tradewind demo`)")
     started = time.perf_counter()
     rows = build_feature_tables(settings)
     for name, count in rows.items():
@@ -290,24 +380,26 @@ def features_build() -> None:
 
 
 @features_app.command("apply")
-@clear_errors
 def features_apply() -> None:
     """Register entities, feature views and feature services with Feast."""
-    from features.store import apply_definitions
+    settings = _settings()
+    _require_tables(settings.feature_dir, "feature tables", "`tradewind features build`")
+    from features.store import apply_definitions  # Feast: seconds to import, after the check
 
-    for name in apply_definitions(_settings()):
+    for name in apply_definitions(settings):
         console.print(f"applied {name}")
 
 
 @features_app.command("materialize")
-@clear_errors
 def features_materialize(
     full: Annotated[bool, typer.Option(help="Reload everything instead of only what is new.")] = False,
 ) -> None:
     """Load the latest feature values into the online store (incremental by default)."""
+    settings = _settings()
+    _require_tables(settings.feature_dir, "feature tables", "`tradewind features build` and `apply`")
     from features.store import materialize
 
-    summary = materialize(_settings(), incremental=not full)
+    summary = materialize(settings, incremental=not full)
     console.print(summary)
 
 
@@ -321,7 +413,6 @@ ConfigOption = Annotated[
 
 
 @app.command()
-@clear_errors
 def train(
     model: ModelArgument,
     config: ConfigOption = None,
@@ -360,7 +451,6 @@ def print_train_result(result: Any) -> None:
 
 
 @app.command()
-@clear_errors
 def retrain(
     model: ModelArgument,
     partition: Annotated[
@@ -395,7 +485,7 @@ def retrain(
             use_tuned=tuned,
         )
     except RetrainLocked as error:
-        typer.echo(f"error: {error}", err=True)
+        _echo_error(str(error))
         raise typer.Exit(3) from None
     console.print(f"retrain {model} partition {result.partition or '(none)'}: {result.decision}")
     for reason in result.reasons:
@@ -407,10 +497,11 @@ def retrain(
 
 
 @app.command()
-@clear_errors
 def tune(
     model: ModelArgument,
-    trials: Annotated[int, typer.Option(help="Trials to run now (the study resumes where it stopped).")] = 10,
+    trials: Annotated[
+        int, typer.Option(min=1, help="Trials to run now (the study resumes where it stopped).")
+    ] = 10,
     config: ConfigOption = None,
     timeout: Annotated[
         float | None, typer.Option(help="Stop starting trials after this many seconds.")
@@ -431,7 +522,6 @@ def tune(
 
 
 @app.command()
-@clear_errors
 def monitor(
     model: ModelArgument,
     config: Annotated[
@@ -513,7 +603,6 @@ ScheduleOption = Annotated[
 
 
 @schedule_app.command("run")
-@clear_errors
 def schedule_run(
     once: Annotated[
         bool, typer.Option("--once", help="Run what is due now and exit (for cron/systemd).")
@@ -540,7 +629,6 @@ def schedule_run(
 
 
 @schedule_app.command("status")
-@clear_errors
 def schedule_status(config: ScheduleOption = None) -> None:
     """Each job's cadence, latest and next occurrence, state and last run."""
     from datetime import UTC, datetime
@@ -570,7 +658,6 @@ def schedule_status(config: ScheduleOption = None) -> None:
 
 
 @schedule_app.command("crontab")
-@clear_errors
 def schedule_crontab(config: ScheduleOption = None) -> None:
     """Print a crontab that ticks `tradewind schedule run --once` every minute (`... | crontab -`)."""
     from training.schedule import crontab_text, load_schedule
@@ -579,7 +666,6 @@ def schedule_crontab(config: ScheduleOption = None) -> None:
 
 
 @schedule_app.command("systemd")
-@clear_errors
 def schedule_systemd(
     config: ScheduleOption = None,
     output_dir: Annotated[
@@ -624,13 +710,28 @@ def benchmark(
     import importlib
 
     if what not in BENCHMARKS:
-        typer.echo(f"error: unknown benchmark {what!r} (known: {', '.join(BENCHMARKS)})", err=True)
-        raise typer.Exit(2)
-    raise typer.Exit(importlib.import_module(BENCHMARKS[what]).main(list(ctx.args)) or 0)
+        raise InputError(f"unknown benchmark {what!r} (known: {', '.join(BENCHMARKS)})")
+    with argparse_errors_as_input_errors():
+        raise typer.Exit(importlib.import_module(BENCHMARKS[what]).main(list(ctx.args)) or 0)
+
+
+@contextmanager
+def argparse_errors_as_input_errors() -> Iterator[None]:
+    """A benchmark's argparse error as one InputError line (exit 2), not usage text plus the error:
+    its parser is its own (benchmarks/), so its `error` is replaced for the length of the run."""
+
+    def one_line_error(parser: argparse.ArgumentParser, message: str) -> Any:
+        raise InputError(f"{parser.prog}: {message} (see {parser.prog} --help)")
+
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = one_line_error  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original  # type: ignore[method-assign]
 
 
 @app.command()
-@clear_errors
 def serve(
     config: Annotated[Path, typer.Option(help="Ray Serve config file.")] = Path("serving"),
 ) -> None:
@@ -645,7 +746,6 @@ def serve(
 
 
 @app.command()
-@clear_errors
 def demo(
     scale: Annotated[float, typer.Option(help="Size of the generated marketplace.")] = 1.0,
     serve: Annotated[bool, typer.Option(help="End by serving the endpoints and showing answers.")] = True,

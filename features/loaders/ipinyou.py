@@ -38,6 +38,7 @@ from pathlib import Path
 
 import polars as pl
 
+from configs import InputError
 from features.loaders.countries import markets_frame
 from features.loaders.fx import daily_fx_rates
 from features.loaders.raw import LoadSummary, RawOutput
@@ -81,7 +82,7 @@ def read_log(path: Path) -> pl.DataFrame:
     """One log file, all columns as text (quotes in user agents and URLs are not quoting)."""
     frame = pl.read_csv(path, separator="\t", has_header=False, quote_char=None, infer_schema=False)
     if frame.width < len(LOG_COLUMNS):
-        raise ValueError(f"{path}: {frame.width} columns, an iPinYou log has at least {len(LOG_COLUMNS)}")
+        raise InputError(f"{path}: {frame.width} columns, an iPinYou log has at least {len(LOG_COLUMNS)}")
     frame = frame.select(frame.columns[: len(LOG_COLUMNS)])
     return frame.rename(dict(zip(frame.columns, LOG_COLUMNS, strict=True)))
 

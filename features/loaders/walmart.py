@@ -29,6 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
+from configs import InputError
 from features.loaders.countries import COUNTRIES
 from features.loaders.fx import daily_fx_rates
 from features.loaders.raw import LoadSummary, RawOutput, folder_with
@@ -60,7 +61,7 @@ def read_sales(folder: Path) -> pl.DataFrame:
     )
     missing = [name for name in SALES_COLUMNS if name not in sales.columns]
     if missing:
-        raise ValueError(f"{folder / 'train.csv'}: not Walmart weekly sales, missing columns {missing}")
+        raise InputError(f"{folder / 'train.csv'}: not Walmart weekly sales, missing columns {missing}")
     return sales.with_columns(
         market_id=_store_id(pl.col("Store")),
         product_id=_department_id(pl.col("Dept")),
