@@ -71,3 +71,28 @@ def test_unknown_model_names_the_known_ones(arguments: list[str], message: str) 
     result = runner.invoke(app, arguments)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("naming", ["II", "first"])
+def test_ingest_online_retail_in_either_naming_balances(tmp_path: Path, naming: str) -> None:
+    invoice, price, customer = (
+        ("Invoice", "Price", "Customer ID") if naming == "II" else ("InvoiceNo", "UnitPrice", "CustomerID")
+    )
+    source = tmp_path / "online_retail.csv"
+    source.write_text(
+        f"{invoice},StockCode,Description,Quantity,InvoiceDate,{price},{customer},Country\n"
+        "489434,85048,RED LIGHTS,12,2009-12-01 07:45:00,6.95,13085.0,United Kingdom\n"
+        "489434,79323P,PINK LIGHTS,12,2009-12-01 07:45:00,6.75,13085.0,United Kingdom\n"
+        "C489449,85048,RED LIGHTS,-12,2009-12-01 10:33:00,6.95,16321.0,Australia\n"
+        "489436,85048,RED LIGHTS,4,2009-12-01 09:06:00,6.95,,United Kingdom\n"
+    )  # fmt: skip
+
+    result = runner.invoke(app, ["ingest", str(source), "--dataset", "online-retail"])
+
+    assert result.exit_code == 0, result.output
+    assert f"{source} is the online-retail data set: loaded 4 source rows" in result.output
+    assert re.search(r"events\s+.\s+online-retail\s+.\s+4\s+.\s+2\s+.\s+2", result.output)
+    summary = re.search(r"rows in ([\d,]+) = accepted ([\d,]+) \+ quarantined ([\d,]+)", result.output)
+    assert summary is not None
+    rows_in, accepted, quarantined = (int(group.replace(",", "")) for group in summary.groups())
+    assert rows_in == accepted + quarantined

@@ -320,14 +320,13 @@ def forget_user(
     settings = _settings()
     try:
         report = run_forget(settings, user_id, requested_by=requested_by or _os_user(), reason=reason)
-    except ValueError as error:
+    except Exception as error:
         if debugging(ctx):
             raise
-        _echo_error(str(error))
-        raise typer.Exit(BAD_INPUT_EXIT) from None
-    except Exception as error:  # e.g. the online store unreachable: the audit has what went so far
-        if debugging(ctx):
-            raise
+        if isinstance(error, ValueError) or is_user_error(error):  # a wrong id, a data folder that is a file
+            _echo_error(str(error))
+            raise typer.Exit(BAD_INPUT_EXIT) from None
+        # e.g. the online store unreachable: the audit has what went so far
         first = (str(error).strip().splitlines() or [""])[0]
         typer.echo(
             f"error: forget-user stopped: {type(error).__name__}: {first}; what was removed so far is "
