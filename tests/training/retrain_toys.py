@@ -30,11 +30,14 @@ class LineConfig(StrictModel):
 
 
 class Line(mlflow.pyfunc.PythonModel):
-    def __init__(self, slope: float, nan_from: float | None = None) -> None:
+    def __init__(self, slope: float, nan_from: float | None = None, answer_seconds: float = 0.0) -> None:
         self.slope = slope
         self.nan_from = nan_from  # a broken model: NaN for x at or past this (the holdout stays below 1)
+        self.answer_seconds = answer_seconds  # a slow model: each answer takes this long
 
     def answer(self, request: dict, online: dict | None = None) -> dict:
+        if self.answer_seconds:
+            time.sleep(self.answer_seconds)
         x = float(request["x"])
         return {"y": float("nan") if self.nan_from is not None and x >= self.nan_from else x * self.slope}
 
@@ -81,7 +84,8 @@ class LineFamily:
         slope = float(x @ y / (x @ x)) * (1 - params["shrink"])
         if params.get("nan"):
             slope = float("nan")
-        return TrainedModel(Line(slope, params.get("nan_from")), pd.DataFrame({"x": [0.5, 1.0]}))
+        line = Line(slope, params.get("nan_from"), params.get("answer_seconds", 0.0))
+        return TrainedModel(line, pd.DataFrame({"x": [0.5, 1.0]}))
 
     def evaluate(self, trained: TrainedModel, training_set: TrainingSet, config: LineConfig) -> Evaluation:
         return Evaluation({"mae": holdout_mae(trained.python_model, training_set)}, "mae", False)

@@ -6,6 +6,8 @@ partition twice is done once, and a retrain killed mid-way leaves the champion w
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from marketplace_worlds import build_world
-from retrain_toys import LineConfig, LineFamily
+from retrain_toys import TRUE_SLOPE, LineConfig, LineFamily
 
 from configs.settings import MlflowSettings, Settings
 from training.pipeline import train
@@ -29,31 +31,38 @@ from training.retrain import (
     next_partition,
     retrain,
     retrain_lock,
+    sanity_problems,
 )
 from training.tracking import tracking_client
 
-HELD_DAYS = 8
+# the most partitions one test takes (each test has a copy of the world of its own)
+HELD_DAYS = 2
 BAD = {"shrink": 0.9}  # a tenth of the least-squares slope
 GOOD = {"shrink": 0.0}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A tiny marketplace whose last days wait in raw/ as daily partitions."""
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny marketplace whose last days wait in raw/ as daily partitions: built once and never
+    written to (each test works on a copy)."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("retrain-world") / "data")
     build_world(settings, hold_back_days=HELD_DAYS)
-    return settings
+    return settings.root
 
 
 @pytest.fixture
-def settings(world: Settings, tmp_path: Path) -> Settings:
-    """The world with a registry of the test's own, and a ledger and locks of its own."""
-    return world.model_copy(update={"mlflow": MlflowSettings(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")})
+def settings(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A copy of the world (its partitions, ledger and locks the test's own) with a registry of its own."""
+    from features.store import apply_definitions
 
-
-def _fresh_ledger(settings: Settings) -> None:
-    for path in (settings.root / "retrain").glob("*"):
-        path.unlink()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copytree(world, tmp_path / "data")
+    settings = Settings(
+        data_dir=tmp_path / "data", mlflow=MlflowSettings(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    )
+    apply_definitions(settings)  # the copied Feast registry's views read the copy's feature tables
+    assert ledger_entries(settings) == [] and next_partition(settings, "line") is not None
+    return settings
 
 
 def _champion(family: LineFamily) -> int | None:
@@ -62,7 +71,6 @@ def _champion(family: LineFamily) -> int | None:
 
 
 def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(settings: Settings) -> None:
-    _fresh_ledger(settings)
     family = LineFamily()
     first = train(settings, family, LineConfig(), params=BAD)
     assert _champion(family) == first.version.version
@@ -97,7 +105,6 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(settings: Set
 
 
 def test_a_challenger_must_beat_the_champion_by_the_margin(settings: Settings) -> None:
-    _fresh_ledger(settings)
     family = LineFamily()
     train(settings, family, LineConfig(), params={"shrink": 0.02})
     strict = RetrainConfig(gate=GateConfig(margin=0.5))
@@ -108,7 +115,6 @@ def test_a_challenger_must_beat_the_champion_by_the_margin(settings: Settings) -
 
 
 def test_the_same_partition_twice_is_done_once(settings: Settings) -> None:
-    _fresh_ledger(settings)
     family = LineFamily()
     train(settings, family, LineConfig(), params=BAD)
     partition = next_partition(settings, "line") or "generated"
@@ -126,7 +132,6 @@ def test_the_same_partition_twice_is_done_once(settings: Settings) -> None:
 
 
 def test_a_challenger_that_answers_nan_is_refused(settings: Settings) -> None:
-    _fresh_ledger(settings)
     family = LineFamily()
     champion = train(settings, family, LineConfig(), params=BAD).version.version
     # fine on the holdout, NaN on its smoke request: only the gate's sanity check can catch it
@@ -137,7 +142,6 @@ def test_a_challenger_that_answers_nan_is_refused(settings: Settings) -> None:
 
 
 def test_a_step_that_fails_leaves_the_champion_and_says_which_step(settings: Settings) -> None:
-    _fresh_ledger(settings)
     family = LineFamily()
     champion = train(settings, family, LineConfig(), params=BAD).version.version
     with pytest.raises(ValueError, match="NaN"):  # the shared flow refuses a NaN metric
@@ -155,7 +159,6 @@ def test_a_corrupt_challenger_artifact_is_refused_and_the_champion_stays(
 ) -> None:
     import training.retrain as retrain_module
 
-    _fresh_ledger(settings)
     family = LineFamily()
     champion = train(settings, family, LineConfig(), params=BAD).version.version
 
@@ -188,7 +191,6 @@ def test_two_runs_of_one_model_never_overlap(settings: Settings) -> None:
 def test_a_retrain_killed_mid_way_leaves_the_champion_and_the_next_run_succeeds(
     settings: Settings, tmp_path: Path
 ) -> None:
-    _fresh_ledger(settings)
     family = LineFamily()
     champion = train(settings, family, LineConfig(), params=BAD).version.version
     flag = tmp_path / "block"
@@ -233,3 +235,48 @@ def test_a_retrain_killed_mid_way_leaves_the_champion_and_the_next_run_succeeds(
         "tags.`tradewind.retrain.killed` = 'true'",
     )
     assert len(killed) == 1 and killed[0].info.status == "KILLED"
+
+
+def test_a_challenger_slower_than_the_smoke_limit_is_refused(settings: Settings) -> None:
+    family = LineFamily()
+    champion = train(settings, family, LineConfig(), params=BAD).version.version
+    # better on the holdout, but its smoke answer takes 0.2 s against a 0.05 s limit
+    quick = RetrainConfig(gate=GateConfig(smoke_timeout_s=0.05))
+    slow = {**GOOD, "answer_seconds": 0.2}
+    result = retrain(settings, family, config=LineConfig(), params=slow, retrain_config=quick)
+    assert result.decision == "refused"
+    assert re.search(r"smoke request took 0\.2\d\d s, over the 0\.05 s limit", result.reasons[0]), (
+        result.reasons
+    )
+    assert _champion(family) == champion
+    run = tracking_client().get_run(result.run_id)
+    assert run.data.metrics["gate.smoke_seconds"] >= 0.2
+
+
+def test_the_smoke_limit_is_what_refuses_a_slow_answer() -> None:
+    from retrain_toys import Line
+
+    slow = Line(TRUE_SLOPE, answer_seconds=0.1)
+    problems, seconds = sanity_problems(slow, timeout_s=0.05)
+    assert seconds is not None and seconds >= 0.1
+    assert problems == [f"smoke request took {seconds:.3f} s, over the 0.05 s limit"]
+    assert sanity_problems(slow, timeout_s=5.0)[0] == [], "the same answer within the limit is sane"
+
+
+def test_the_cli_exits_3_with_one_line_while_another_retrain_holds_the_lock(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    held = Settings(data_dir=data)
+    environment = {**os.environ, "TRADEWIND_DATA_DIR": str(data)}
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    tradewind = Path(sys.executable).with_name("tradewind")
+    with retrain_lock(held, "forecaster") as lock:
+        busy = subprocess.run(
+            [str(tradewind), "retrain", "forecaster"], env=environment, capture_output=True, text=True
+        )
+    assert busy.returncode == 3, busy.stderr
+    assert busy.stdout == "" and "Traceback" not in busy.stderr
+    pid = lock["state"]["pid"]
+    assert busy.stderr.splitlines() == [
+        f'error: a retrain of forecaster is already running ({{"pid": {pid}, "started": '
+        f'"{lock["state"]["started"]}"}}); try again later'
+    ]
