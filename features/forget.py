@@ -44,6 +44,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ from configs.settings import Settings
 from features.contract import TABLES
 from features.transforms.build import feature_table_path
 from features.transforms.specs import FEATURE_TABLES
+from models.terminal_progress import progress_on_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -515,7 +517,8 @@ def forget_user(
             steps.append(
                 (target.label, unit, lambda t=target: forget_in_file(t.path, user_id, clear=t.clear))
             )
-        with Progress(disable=not progress, transient=True) as bar:
+        # rich writes to stdout
+        with Progress(disable=not progress_on_terminal(sys.stdout, progress), transient=True) as bar:
             task = bar.add_task("forget user", total=len(steps))
             for place, unit, step in steps:
                 bar.update(task, description=f"forget user: {place}")

@@ -7,6 +7,7 @@ alone. `scale` multiplies users, products, brands and campaigns (so auction volu
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from features.simulator.pricing import local_prices
 from features.simulator.promotions import plan_promotions, plan_stockouts, promotions_frame
 from features.simulator.traffic import Traffic, market_traffic
 from features.tables import write_partition
+from models.terminal_progress import progress_on_terminal
 
 PARTITION = "generated"
 STEPS = (
@@ -103,7 +105,8 @@ def generate_marketplace(
         rows[table] = frame.height
 
     columns = [TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
-    with Progress(*columns, disable=not progress, transient=True) as bar:
+    # rich writes to stdout
+    with Progress(*columns, disable=not progress_on_terminal(sys.stdout, progress), transient=True) as bar:
         task = bar.add_task("generate", total=len(STEPS))
 
         def step(index: int) -> None:

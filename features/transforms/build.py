@@ -18,6 +18,7 @@ from features.transforms.markets import market_tables
 from features.transforms.products import product_tables
 from features.transforms.specs import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FEATURE_TABLES, FeatureTableSpec
 from features.transforms.users import user_tables
+from models.terminal_progress import progress_on_terminal
 
 # A builder gives each of its tables as parts over disjoint entity keys, each part computed only
 # when taken: (inputs, keys per part) -> {table name: parts}.
@@ -147,7 +148,10 @@ def build_feature_tables(
     created = datetime.now(UTC)
     rows: dict[str, int] = {}
     with tqdm(
-        total=len(FEATURE_TABLES), desc="feature tables", unit="table", disable=not show_progress
+        total=len(FEATURE_TABLES),
+        desc="feature tables",
+        unit="table",
+        disable=not progress_on_terminal(wanted=show_progress),
     ) as bar:
         for builder in BUILDERS:
             for name, parts in builder(inputs, keys_per_part).items():

@@ -5,7 +5,7 @@ item and returns the results in order. Three come with it: `serial_map` (in proc
 `process_pool_map(workers)` and `ray_map(address)` (Ray tasks, on a local Ray or a cluster; Ray is
 imported only when it is used).
 
-Every executor shows a tqdm progress bar over series.
+Every executor shows a tqdm progress bar over series, on a terminal only (`models.terminal_progress`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,18 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+from models.terminal_progress import progress_on_terminal
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 Executor = Callable[[Callable[[Item], Result], Sequence[Item]], list[Result]]
 
 
 def serial_map(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
-    return [function(item) for item in tqdm(items, desc="series", unit="series", leave=False)]
+    return [
+        function(item)
+        for item in tqdm(items, desc="series", unit="series", leave=False, disable=not progress_on_terminal())
+    ]
 
 
 def process_pool_map(workers: int) -> Executor:
@@ -40,7 +45,15 @@ def process_pool_map(workers: int) -> Executor:
             max_workers=workers, mp_context=multiprocessing.get_context("spawn")
         ) as pool:
             mapped = pool.map(function, items, chunksize=chunk)
-            return list(tqdm(mapped, total=len(items), desc="series", unit="series", leave=False))
+            bar = tqdm(
+                mapped,
+                total=len(items),
+                desc="series",
+                unit="series",
+                leave=False,
+                disable=not progress_on_terminal(),
+            )
+            return list(bar)
 
     return executor
 
@@ -93,7 +106,13 @@ def ray_map(address: str | None = None, num_cpus: int = 2) -> Executor:
             shared = ray.put(function)  # shipped once, not with every task
             references = [remote.remote(shared, item) for item in items]
             pending = list(references)
-            with tqdm(total=len(items), desc="series (ray)", unit="series", leave=False) as progress:
+            with tqdm(
+                total=len(items),
+                desc="series (ray)",
+                unit="series",
+                leave=False,
+                disable=not progress_on_terminal(),
+            ) as progress:
                 while pending:
                     done, pending = ray.wait(pending, num_returns=1)
                     progress.update(len(done))
