@@ -8,6 +8,9 @@ a generated marketplace, a trained model or a server.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,3 +219,24 @@ def test_benchmark_help_still_prints_its_usage() -> None:
 
     assert result.exit_code == 0
     assert result.output.startswith("usage: tradewind benchmark soak")
+
+
+def test_the_installed_command_behaves_the_same(tmp_path: Path) -> None:
+    """The `tradewind` script (a new process, as a user runs it), with and without --debug."""
+    environment = {**os.environ, "TRADEWIND_DATA_DIR": str(tmp_path / "data")}
+    tradewind = str(Path(sys.executable).with_name("tradewind"))
+    missing = str(tmp_path / "nope.csv")
+
+    plain = subprocess.run([tradewind, "ingest", missing], env=environment, capture_output=True, text=True)
+    debug = subprocess.run(
+        [tradewind, "--debug", "ingest", missing], env=environment, capture_output=True, text=True
+    )
+
+    assert (plain.returncode, plain.stdout, plain.stderr) == (
+        2,
+        "",
+        f"error: {missing}: no such file or folder\n",
+    )
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.rstrip().endswith(f"IngestRefused: {missing}: no such file or folder")
