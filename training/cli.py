@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -111,7 +111,7 @@ class OneLineErrors(TyperGroup):
             raise typer.Exit(FAILED_EXIT) from None
 
 
-def _usage_error(error: click_errors.UsageError) -> Any:
+def _usage_error(error: click_errors.UsageError) -> NoReturn:
     where = f"{error.ctx.command_path}: " if error.ctx is not None else ""
     help_hint = f" (see {error.ctx.command_path} --help)" if error.ctx is not None else ""
     _echo_error(f"{where}{error.format_message()}{help_hint}")
