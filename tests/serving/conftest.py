@@ -18,14 +18,13 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tiny_world import ServingWorld, registered_world
+from tiny_world import BudgetDay, ServingWorld, registered_world
 
 from configs.settings import Settings
 
@@ -86,24 +85,6 @@ def _registry_of_the_serving_world(request: pytest.FixtureRequest) -> None:
 # pacing state of the test's own
 
 _DAYS = itertools.count()
-
-
-@dataclass(frozen=True)
-class BudgetDay:
-    """A campaign's market-local day that no other test bids on: its pacing state starts empty."""
-
-    campaign_id: str
-    budget: float
-    timestamp: str  # ISO 8601, noon UTC of a day of the test's own
-
-    def bid(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A /bid body for this campaign on this day."""
-        return {"campaign_id": self.campaign_id, "request": request or {}, "timestamp": self.timestamp}
-
-    def pacing(self, client: httpx.Client) -> dict[str, Any]:
-        response = client.get(f"/campaigns/{self.campaign_id}/pacing", params={"timestamp": self.timestamp})
-        assert response.status_code == 200, response.text
-        return response.json()
 
 
 @pytest.fixture

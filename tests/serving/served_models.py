@@ -198,3 +198,13 @@ class TinyBidder(mlflow.pyfunc.PythonModel):
             for row in model_input.to_dict("records")
         ]
         return pd.DataFrame({"bid": bids})
+
+
+class FeaturelessBidder(TinyBidder):
+    """The tiny bidder without online features: served where the Feast store of the data folder is
+    not the one the settings name (a scale-out app whose Redis holds only pacing state)."""
+
+    feature_service = None
+
+    def online_entities(self, request: dict) -> list[dict] | None:
+        return None

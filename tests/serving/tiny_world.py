@@ -7,6 +7,7 @@ builds its own (another store, or an MLflow server) from the same pieces.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cloudpickle
 import httpx
@@ -77,3 +78,21 @@ def registered_world(
     bid_example = pd.DataFrame([{"campaign_id": next(iter(campaigns)), "budget": 100.0, "spent": 10.0}])
     promote(BIDDER, world.register(BIDDER, bidder, bid_example, "bidding"))
     return world
+
+
+@dataclass(frozen=True)
+class BudgetDay:
+    """A campaign's market-local day that no other test bids on: its pacing state starts empty."""
+
+    campaign_id: str
+    budget: float
+    timestamp: str  # ISO 8601, noon UTC of a day of the test's own
+
+    def bid(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A /bid body for this campaign on this day."""
+        return {"campaign_id": self.campaign_id, "request": request or {}, "timestamp": self.timestamp}
+
+    def pacing(self, client: httpx.Client) -> dict[str, Any]:
+        response = client.get(f"/campaigns/{self.campaign_id}/pacing", params={"timestamp": self.timestamp})
+        assert response.status_code == 200, response.text
+        return response.json()
