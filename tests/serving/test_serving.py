@@ -1,18 +1,23 @@
-"""Serving over real HTTP: Ray Serve on 127.0.0.1 (one per session), test models from MLflow."""
+"""Serving over real HTTP: Ray Serve on 127.0.0.1 (one per session), test models from MLflow.
+
+Each test sets up what it checks: bids go to a campaign-day of its own (`budget_day`), a test that
+needs a version or an alias registers or sets it, and a test that moves the champion first waits
+until the app serves what the registry says. So each passes alone and in any order."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import served_models
-from tiny_world import RECOMMENDER, ServingWorld
+from tiny_world import RECOMMENDER, BudgetDay, ServingWorld
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +75,7 @@ class Loop:
 # each endpoint
 
 
-def test_endpoints_answer_from_registered_models(serving_world: ServingWorld) -> None:
+def test_endpoints_answer_from_registered_models(serving_world: ServingWorld, budget_day: BudgetDay) -> None:
     world, client = serving_world, serving_world.client
     assert client.get("/healthz").json() == {"status": "ok"}
 
@@ -104,11 +109,12 @@ def test_endpoints_answer_from_registered_models(serving_world: ServingWorld) ->
     rows = forecast.json()["forecasts"]
     assert len(rows) == 6 and all({"p10", "p90", "mean", "date"} <= set(row) for row in rows)
 
-    campaign = next(iter(world.campaigns))
-    bid = client.post("/bid", json={"campaign_id": campaign, "request": {"hour": 9, "floor_price": 0.2}})
+    campaign = budget_day.campaign_id
+    bid = client.post("/bid", json=budget_day.bid({"hour": 9, "floor_price": 0.2}))
     assert bid.status_code == 200, bid.text
     answer = bid.json()
-    assert answer["bid"] > 0 and answer["reservation_id"]
+    # the test bidder asks 7% of the daily budget; nothing was spent on this campaign-day before
+    assert answer["bid"] == pytest.approx(0.07 * budget_day.budget) and answer["reservation_id"]
     # the test bidder echoes the online features it was given: the online store's row for the campaign
     from features.store import online_features
 
@@ -185,18 +191,27 @@ def test_bad_inputs_get_4xx_naming_the_field(serving_world: ServingWorld) -> Non
         assert "detail" in response.json()
 
 
-def test_outcomes_settle_once_and_never_above_the_bid(serving_world: ServingWorld) -> None:
-    client, campaign = serving_world.client, next(iter(serving_world.campaigns))
-    bid = client.post("/bid", json={"campaign_id": campaign, "request": {"hour": 3}}).json()
-    if not bid["reservation_id"]:
-        pytest.skip("the campaign's budget is spent for today (earlier tests)")
-    reservation = {"campaign_id": campaign, "reservation_id": bid["reservation_id"]}
+def test_outcomes_settle_once_and_never_above_the_bid(
+    serving_world: ServingWorld, budget_day: BudgetDay
+) -> None:
+    client = serving_world.client
+    bid = client.post("/bid", json=budget_day.bid({"hour": 3})).json()
+    assert bid["bid"] > 0 and bid["reservation_id"], bid
+    reservation = {"campaign_id": budget_day.campaign_id, "reservation_id": bid["reservation_id"]}
     too_much = client.post("/bid/outcome", json={**reservation, "won": True, "cost": bid["bid"] * 2 + 1})
     assert too_much.status_code == 422 and "cost" in _named_fields(too_much)
     settled = client.post("/bid/outcome", json={**reservation, "won": False})
     assert settled.status_code == 200, settled.text
     again = client.post("/bid/outcome", json={**reservation, "won": False})
     assert again.status_code == 404 and "reservation_id" in _named_fields(again)
+    state = budget_day.pacing(client)  # settled once, as lost: nothing spent, nothing held
+    assert (state["bids"], state["settled"], state["wins"], state["spent"], state["reserved"]) == (
+        1,
+        1,
+        0,
+        0,
+        0,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,11 +223,40 @@ def _served(world: ServingWorld, endpoint: str = "recommend", alias: str = "cham
     return variant["version"] if variant else None
 
 
+def serving_the_champion(world: ServingWorld) -> int:
+    """The recommender's champion version, once the app serves it and no challenger: the state a
+    test that moves aliases starts from, whatever the tests before it did."""
+    from training.registry import tracking_client, version_for_alias
+
+    if version_for_alias(RECOMMENDER, "challenger") is not None:
+        tracking_client().delete_registered_model_alias(RECOMMENDER, "challenger")
+    champion = version_for_alias(RECOMMENDER, "champion").version
+    wait_until(
+        lambda: _served(world) == champion and _served(world, alias="challenger") is None,
+        what=f"the app to serve champion version {champion} and no challenger",
+    )
+    return champion
+
+
+def polls_after(world: ServingWorld, moment: datetime, polls: int = 2) -> None:
+    """Wait until the recommender's replica has polled the registry `polls` times after `moment`:
+    the second one started after the first ended, so it read aliases set before `moment`."""
+    seen: set[str] = set()
+
+    def enough() -> bool:
+        checked = models_status(world)["recommend"]["last_checked"]
+        if checked and datetime.fromisoformat(checked) > moment:
+            seen.add(checked)
+        return len(seen) >= polls
+
+    wait_until(enough, what=f"{polls} registry polls")
+
+
 def test_live_promotion_is_picked_up_without_failed_requests(serving_world: ServingWorld) -> None:
-    from training.registry import promote, version_for_alias
+    from training.registry import promote
 
     world = serving_world
-    before = version_for_alias(RECOMMENDER, "champion").version
+    before = serving_the_champion(world)
     new = world.register(
         RECOMMENDER, world.recommender("v2"), served_models.TinyRecommender.input_example(), "recommendation"
     )
@@ -231,11 +275,16 @@ def test_live_promotion_is_picked_up_without_failed_requests(serving_world: Serv
 
 
 def test_challenger_gets_its_share_and_is_named(serving_world: ServingWorld) -> None:
-    from training.registry import set_alias, tracking_client, version_for_alias
+    from training.registry import set_alias, tracking_client
 
     world = serving_world
-    champion = version_for_alias(RECOMMENDER, "champion").version
-    previous = version_for_alias(RECOMMENDER, "previous_champion").version
+    champion = serving_the_champion(world)
+    previous = world.register(  # a version of the test's own to challenge the champion
+        RECOMMENDER,
+        world.recommender("challenger"),
+        served_models.TinyRecommender.input_example(),
+        "recommendation",
+    )
     set_alias(RECOMMENDER, "challenger", previous)
     try:
         wait_until(lambda: _served(world, alias="challenger") == previous, what="the challenger to load")
@@ -262,10 +311,12 @@ def _corrupt_model_files(world: ServingWorld, version: int) -> None:
 
 
 def test_a_model_that_cannot_load_or_answer_is_never_swapped_in(serving_world: ServingWorld) -> None:
-    from training.registry import promote, version_for_alias
+    from datetime import UTC
+
+    from training.registry import promote
 
     world = serving_world
-    serving = version_for_alias(RECOMMENDER, "champion").version
+    serving = serving_the_champion(world)
     broken = world.register(
         RECOMMENDER,
         world.recommender("broken", served_models.BrokenAnswer),
@@ -290,7 +341,10 @@ def test_a_model_that_cannot_load_or_answer_is_never_swapped_in(serving_world: S
             assert _served(world) == serving
             assert models_status(world)["recommend"]["last_error"]
         promote(RECOMMENDER, serving)  # roll back: the alias and the served version agree again
-        time.sleep(3 * 0.3)
+        rolled_back = datetime.now(UTC)
+        polls_after(world, rolled_back)  # answers go on through polls that read the rolled-back alias
+        seen = len(loop.responses)
+        wait_until(lambda: len(loop.responses) >= seen + 5, what="answers after the rollback")
     assert loop.failures() == []
     assert loop.versions() == {serving}
     rejected = models_status(world)["recommend"]["rejected"]
@@ -301,7 +355,7 @@ def test_a_model_that_cannot_load_or_answer_is_never_swapped_in(serving_world: S
 def test_registry_unreachable_keeps_serving_the_last_model(serving_world: ServingWorld) -> None:
     world = serving_world
     store = Path(world.settings.mlflow_tracking_uri.removeprefix("sqlite:///"))
-    serving = _served(world)
+    serving = serving_the_champion(world)
     header = store.read_bytes()[:100]
     with Loop(world) as loop:
         # a database file that no longer reads as one: every registry query fails, as with a server down
@@ -331,78 +385,35 @@ def test_registry_unreachable_keeps_serving_the_last_model(serving_world: Servin
 
 
 # ---------------------------------------------------------------------------------------------
-# bid pacing: atomic under concurrency (two replicas), persisted across a restart
+# bid pacing persisted across a restart (concurrency on two replicas: test_pacing_served)
 
 
-def _pacing(world: ServingWorld, campaign: str) -> dict[str, Any]:
-    response = world.client.get(f"/campaigns/{campaign}/pacing")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def test_concurrent_bids_never_overspend_the_daily_budget(serving_world: ServingWorld) -> None:
-    world = serving_world
-    campaign = next(iter(world.campaigns))
-    before = _pacing(world, campaign)
-    budget = before["budget"]
-    committed = before["spent"] + before["reserved"]
-
-    async def burst(count: int) -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=world.url, timeout=60.0) as client:
-            return await asyncio.gather(
-                *(
-                    client.post("/bid", json={"campaign_id": campaign, "request": {"hour": 10}})
-                    for _ in range(count)
-                )
-            )
-
-    responses = asyncio.run(burst(80))  # the test bidder asks 7% of the budget: 80 asks are 5.6 budgets
-    assert [response.status_code for response in responses] == [200] * len(responses)
-    bids = [response.json() for response in responses]
-    total = sum(bid["bid"] for bid in bids)
-    assert committed + total <= budget + 1e-9
-    assert committed + total >= budget - 0.071 * budget  # the budget did get used, up to one bid's worth
-    assert any(bid["bid"] == 0.0 for bid in bids) and all(
-        bid["bid"] <= bid["model_bid"] + 1e-12 for bid in bids
-    )
-
-    # every won bid settled at its full price: spend is what was bid, still within budget
-    for bid in bids:
-        if bid["reservation_id"]:
-            settled = world.client.post(
-                "/bid/outcome",
-                json={
-                    "campaign_id": campaign,
-                    "reservation_id": bid["reservation_id"],
-                    "won": True,
-                    "cost": bid["bid"],
-                    "clicked": True,
-                },
-            )
-            assert settled.status_code == 200, settled.text
-    after = _pacing(world, campaign)
-    assert after["reserved"] == pytest.approx(before["reserved"])
-    assert after["spent"] == pytest.approx(before["spent"] + total)
-    assert after["spent"] + after["reserved"] <= budget + 1e-9
-    assert after["wins"] - before["wins"] == sum(bool(bid["reservation_id"]) for bid in bids)
-    # with the budget used up, the next bid is 0 whatever the model asks
-    assert world.client.post("/bid", json={"campaign_id": campaign, "request": {}}).json()["bid"] == 0.0
-
-
-def test_pacing_state_survives_a_restart(serving_world: ServingWorld) -> None:
+def test_pacing_state_survives_a_restart(serving_world: ServingWorld, budget_day: BudgetDay) -> None:
     import ray
 
-    world = serving_world
-    campaign = next(iter(world.campaigns))
-    before = _pacing(world, campaign)
-    assert before["wins"] > 0  # the state the earlier tests left
-    old = world.client.post("/bid", json={"campaign_id": campaign, "request": {}}).json()["model"]["replica"]
+    client = serving_world.client
+    # the day's budget all reserved (the bidder asks 7% of it each time), two bids won at their full
+    # price, one clicked; the other reservations stay open (the session's TTL is an hour)
+    answers: list[dict[str, Any]] = []
+    while not answers or answers[-1]["bid"] > 0.0:
+        answers.append(client.post("/bid", json=budget_day.bid()).json())
+        assert len(answers) <= 20, "the budget never ran out"
+    for answer, clicked in zip(answers[:2], (True, False), strict=True):
+        outcome = {"reservation_id": answer["reservation_id"], "won": True, "cost": answer["bid"]}
+        response = client.post(
+            "/bid/outcome", json={"campaign_id": budget_day.campaign_id, **outcome, "clicked": clicked}
+        )
+        assert response.status_code == 200, response.text
+    before = budget_day.pacing(client)
+    assert (before["wins"], before["clicks"], before["bids"]) == (2, 1, len(answers) - 1)
+    assert before["spent"] > 0 and before["reserved"] > 0
+    old = answers[-1]["model"]["replica"]
     # the replica's process is killed, as a crash would; Serve starts a new one
     ray.kill(ray.get_actor(f"SERVE_REPLICA::tradewind#Bidder#{old}", namespace="serve"), no_restart=True)
 
     def new_replica_answers() -> dict[str, Any] | None:
         try:
-            response = world.client.post("/bid", json={"campaign_id": campaign, "request": {}}, timeout=10.0)
+            response = client.post("/bid", json=budget_day.bid(), timeout=10.0)
         except httpx.HTTPError:  # a request that reached the dead replica before Serve noticed
             return None
         if response.status_code != 200:
@@ -411,7 +422,29 @@ def test_pacing_state_survives_a_restart(serving_world: ServingWorld) -> None:
         return body if body["model"]["replica"] != old else None
 
     first = wait_until(new_replica_answers, timeout_s=120, what="a new bidder replica")
-    after = _pacing(world, campaign)
-    for key in ("spent", "reserved", "bids", "settled", "wins", "clicks", "budget"):
-        assert after[key] == pytest.approx(before[key]), key
-    assert first["bid"] == 0.0  # the restored state still holds the spent budget
+    after = budget_day.pacing(client)
+    kept = ("spent", "reserved", "bids", "settled", "wins", "clicks", "budget")
+    assert {key: after[key] for key in kept} == pytest.approx({key: before[key] for key in kept}), (
+        before,
+        after,
+        first,
+        stored_pacing(serving_world, budget_day.campaign_id, after["day"]),
+    )
+    assert first["bid"] == 0.0  # the restored state still holds the spent and reserved budget
+
+
+def stored_pacing(world: ServingWorld, campaign_id: str, day: str) -> dict[str, Any]:
+    """The data folder's SQLite pacing rows of one campaign-day, read directly (for a failure's message)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(world.settings.root / "serving" / "pacing.db")) as db:
+        key = (campaign_id, day)
+        return {
+            "campaign_day": db.execute(
+                "SELECT * FROM campaign_day WHERE campaign_id = ? AND day = ?", key
+            ).fetchall(),
+            "reservations": db.execute(
+                "SELECT amount, created FROM reservation WHERE campaign_id = ? AND day = ? ORDER BY created",
+                key,
+            ).fetchall(),
+        }
