@@ -269,9 +269,13 @@ def test_live_accuracy_once_actuals_arrive(world: World, arrived: Settings) -> N
     }
 
     recommender = _monitor(world, arrived, "recommender")
-    assert recommender.live.observations > 0 and 0.0 <= recommender.live.value <= 1.0
+    hit_rate = recommender.live
+    # the share of buyers since training (up to max_users of them) whose top-k held an item they bought
+    assert hit_rate.details["users"] == hit_rate.observations and 0 < hit_rate.observations <= 400
+    hits = hit_rate.value * hit_rate.observations
+    assert hits == pytest.approx(round(hits)), "a hit rate over whole users"
     # a few days of purchases are no match for the 28-day holdout: reported, never a trigger
-    assert recommender.live.comparable is False and recommender.should_retrain is False
+    assert hit_rate.comparable is False and recommender.should_retrain is False
 
 
 def test_injected_feature_drift_triggers_a_retrain(world: World, tmp_path: Path) -> None:
