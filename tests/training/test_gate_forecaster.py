@@ -120,9 +120,11 @@ def test_holdout_is_the_complete_days_since_the_champion_was_trained(
     assert details["holdout_days"] == 2
     assert details["holdout_rows"] == details["holdout_series"] * 2
     assert details["holdout_series"] >= 100  # LightGBM and seasonal-naive series alike
-    for role in ("champion", "challenger"):
-        assert 0 <= details[f"{role}_coverage80"] <= 1
-        assert details[f"{role}_wape"] > 0 and math.isfinite(details[f"{role}_bias"])
+    assert all(math.isfinite(details[f"{role}_bias"]) for role in ("champion", "challenger"))
+    # the challenger's conformal P10..P90 covers about 80% of the holdout's series-days; the crippled
+    # champion is worse by WAPE as well as by the gate's MASE
+    assert details["challenger_coverage80"] == pytest.approx(0.8, abs=0.15)
+    assert details["challenger_wape"] < details["champion_wape"]
     # the challenger's procedure, refit at the champion's origin, beats the crippled champion
     assert comparison.challenger < comparison.champion
 
