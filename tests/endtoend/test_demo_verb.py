@@ -1,0 +1,132 @@
+"""`tradewind demo --no-serve` as a user runs it, in a process of its own on an empty data folder,
+and what it says it made: every ingested row accounted for (the ingest log against the files on
+disk and the printed balance), the data snapshot recorded in MLflow, and the three families
+registered as champions, trained on that very snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+from endtoend_world import BIDDER, FORECASTER, RECOMMENDER
+
+from configs.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+SCALE = 0.02  # the smallest world every family still trains on: about a minute on 2 cores
+DEMO_S = 900.0  # the whole demo, bounded: the test stops by itself
+FAMILIES = {RECOMMENDER: "recommendation", FORECASTER: "forecasting", BIDDER: "bidding"}
+
+
+@dataclass(frozen=True)
+class Demo:
+    settings: Settings
+    output: str
+    returncode: int
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TRADEWIND_MODE", "TRADEWIND_DATA_DIR")
+    }
+    # a local Ray if a step wants one (never a cluster `ray start` made); wide, unwrapped tables
+    environment.update(RAY_ADDRESS="local", COLUMNS="200")
+    command = [
+        str(Path(sys.executable).parent / "tradewind"),
+        "--data-dir",
+        str(data_dir),
+        "demo",
+        "--scale",
+        str(SCALE),
+        "--no-serve",
+    ]
+    started = time.perf_counter()
+    finished = subprocess.run(
+        command,
+        cwd=data_dir.parent,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=DEMO_S,
+        check=False,
+    )
+    return Demo(
+        Settings(data_dir=data_dir), finished.stdout, finished.returncode, time.perf_counter() - started
+    )
+
+
+def test_demo_finishes_without_an_error(demo: Demo) -> None:
+    assert demo.returncode == 0, demo.output[-3000:]
+    assert "Traceback" not in demo.output and "error:" not in demo.output
+
+
+def test_every_ingested_row_is_accepted_or_quarantined(demo: Demo) -> None:
+    from features.contract import TABLES
+
+    log = demo.settings.root / "ingest_log.jsonl"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    generated = {folder.name for folder in demo.settings.raw_dir.iterdir() if folder.is_dir()}
+    assert {entry["table"] for entry in entries} == generated and generated <= set(TABLES)
+    assert len({entry["ingested_at"] for entry in entries}) == 1  # one ingest, logged once
+    for entry in entries:
+        table, partition = entry["table"], entry["partition"]
+        assert entry["rows_in"] == entry["accepted"] + entry["quarantined"] + entry["forgotten"], entry
+        assert pl.read_parquet(entry["source"]).height == entry["rows_in"], entry
+        accepted = demo.settings.contract_dir / table / f"{partition}.parquet"
+        assert pl.read_parquet(accepted).height == entry["accepted"], entry
+        quarantined = demo.settings.quarantine_dir / table / f"{partition}.parquet"
+        held = pl.read_parquet(quarantined).height if quarantined.exists() else 0
+        assert held == entry["quarantined"], entry
+        assert sum(entry["reasons"].values()) == entry["quarantined"], entry
+    assert sum(entry["quarantined"] for entry in entries) > 0  # the simulator plants bad rows
+    printed = re.search(r"rows in ([\d,]+) = accepted ([\d,]+) \+ quarantined ([\d,]+)", demo.output)
+    assert printed, demo.output[-3000:]
+    totals = [int(number.replace(",", "")) for number in printed.groups()]
+    assert totals == [sum(entry[key] for entry in entries) for key in ("rows_in", "accepted", "quarantined")]
+
+
+def test_three_champions_are_registered_trained_on_the_ingested_snapshot(demo: Demo) -> None:
+    from training.registry import version_for_alias
+    from training.tracking import configure_tracking, tracking_client
+
+    experiment = configure_tracking(demo.settings)  # the data folder's own store, as the demo used
+    client = tracking_client()
+    snapshots = client.search_runs([experiment], filter_string="tags.`tradewind.family` = 'data'")
+    assert len(snapshots) == 1
+    snapshot = snapshots[0]
+    digests = {
+        key: value for key, value in snapshot.data.tags.items() if key.startswith("tradewind.snapshot.")
+    }
+    log = [json.loads(line) for line in (demo.settings.root / "ingest_log.jsonl").read_text().splitlines()]
+    for entry in log:
+        assert snapshot.data.metrics[f"{entry['table']}.accepted"] == entry["accepted"]
+        assert snapshot.data.metrics[f"{entry['table']}.quarantined"] == entry["quarantined"]
+
+    for name, family in FAMILIES.items():
+        champion = version_for_alias(name, "champion")
+        assert champion is not None, f"no champion for {name}"
+        assert f"models:/{name}@champion (version {champion.version})" in demo.output
+        run = client.get_run(champion.run_id)
+        assert run.info.status == "FINISHED" and run.data.tags["tradewind.family"] == family
+        primary = champion.tags["primary_metric"]
+        assert float(champion.tags["primary_value"]) == pytest.approx(run.data.metrics[primary])
+        lineage = {
+            key: value for key, value in run.data.tags.items() if key.startswith("tradewind.snapshot.")
+        }
+        assert lineage and all(digests[key] == value for key, value in lineage.items()), (name, lineage)
