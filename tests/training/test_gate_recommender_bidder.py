@@ -2,13 +2,14 @@
 on a tiny world of its own whose last days wait in raw/ as daily partitions. Every model is trained
 with the shared flow into an MLflow store of this module's own and loaded back from the registry as
 serving holds it; a good model must outscore a deliberately crippled one, a model must tie with
-itself, and one end-to-end retrain of the recommender promotes a better challenger and refuses a
-worse one."""
+itself, and one end-to-end retrain of the recommender (on a copy of the world) promotes a better
+challenger and refuses a worse one."""
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,11 +230,30 @@ def test_bidder_compared_with_itself_ties(bidders: Trained) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# end to end (last: it ingests the held partitions into the module's world)
+# end to end, on a copy of the module's world and registry
 
 
-def test_recommender_retrain_promotes_the_better_and_refuses_the_worse(recommenders: Trained) -> None:
-    family, settings, config = recommender.FAMILY, recommenders.settings, recommenders.config
+@pytest.fixture
+def retrain_world(recommenders: Trained, tmp_path: Path) -> Settings:
+    """The module's data folder and MLflow store copied (the crippled recommender the champion): the
+    retrain ingests the held partitions and moves the alias in the copy, never in the module's world.
+    (New runs' artifacts still land in the experiment's artifact folder, which the store names.)"""
+    from features.store import apply_definitions
+
+    world = recommenders.settings
+    shutil.copytree(world.root, tmp_path / "data")
+    shutil.copy(world.mlflow_tracking_uri.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
+    settings = Settings(
+        data_dir=tmp_path / "data", mlflow=MlflowSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    )
+    apply_definitions(settings)  # the copied Feast registry's views read the copy's feature tables
+    return settings
+
+
+def test_recommender_retrain_promotes_the_better_and_refuses_the_worse(
+    recommenders: Trained, retrain_world: Settings
+) -> None:
+    family, settings, config = recommender.FAMILY, retrain_world, recommenders.config
     crippled_version = recommenders.crippled.version
     assert crippled_version is not None
     configure_tracking(settings)
