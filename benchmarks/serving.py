@@ -96,7 +96,7 @@ async def measure(
     latencies: list[float] = []
     errors = 0
     sent = 0
-    deadline = time.perf_counter() + seconds
+    deadline = float("inf")  # set once the client is up: its start-up is not the level's time
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
@@ -116,6 +116,7 @@ async def measure(
                 errors += not ok
 
         started = time.perf_counter()
+        deadline = started + seconds
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
     values = np.array(latencies) * 1000.0

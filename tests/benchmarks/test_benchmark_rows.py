@@ -190,7 +190,7 @@ def test_serving_rows_carry_requests_and_a_p99_interval(
     ]
     for row in rows:
         _assert_interval(row, "p99_ms", "requests")
-        assert row["n"] == row["requests"] == 150
+        assert row["n"] == row["requests"] <= 150  # the level's request count, or what its time allowed
     printed = capsys.readouterr().out
     assert "p99 95% CI" in printed
     assert f"[{rows[0]['ci95_low']:.2f}, {rows[0]['ci95_high']:.2f}]" in printed
@@ -203,8 +203,8 @@ def test_soak_report_and_windows_carry_requests_and_a_p99_interval(
 
     url, data_dir = stub_server
     out = tmp_path / "soak.json"
-    arguments = ["--url", url, "--data-dir", str(data_dir), "--endpoint", "echo", "--minutes", "0.04"]
-    arguments += ["--window-s", "1", "--probe-seconds", "0.5", "--probe-concurrency", "2", "--share", "0.05"]
+    arguments = ["--url", url, "--data-dir", str(data_dir), "--endpoint", "echo", "--minutes", "0.05"]
+    arguments += ["--window-s", "1", "--probe-seconds", "1", "--probe-concurrency", "2", "--share", "0.2"]
     assert main([*arguments, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     _assert_interval(report, "p99_ms", "requests")
