@@ -59,9 +59,14 @@ def load_online_retail(data_dir: Path, top_n: int) -> BenchmarkData:
         NON_PRODUCT_CODES,
         categorise,
     )
+    from features.loaders.online_retail_source import UNREADABLE, find_source, read_source
     from features.markets import holiday_calendar
 
-    raw = pl.read_parquet(data_dir / ONLINE_RETAIL_FILE)
+    # through the loader's reader: either release's column naming, parquet, CSV or Excel
+    # the shared file, else any Online Retail file (either release) in its folder
+    path = data_dir / ONLINE_RETAIL_FILE
+    source = read_source(path if path.exists() else find_source(path.parent))
+    raw = source.filter(pl.col(UNREADABLE).is_null())
     code = pl.col("StockCode").str.to_uppercase()
     lines = raw.filter(
         ~pl.col("InvoiceNo").str.starts_with("C"),

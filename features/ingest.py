@@ -17,6 +17,7 @@ Ingesting the same partition again replaces its files, so a re-run is idempotent
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from configs import InputError
 from configs.settings import Settings
 from features.contract import LOADER_REJECT_COLUMN, TABLES, Column, TableSchema
 from features.tables import partition_path, partitions, read_table, write_partition
+from models.terminal_progress import progress_on_terminal
 
 USER_COLUMN = "user_id"  # rows of a user who was forgotten never enter again (features/forget.py)
 
@@ -420,7 +422,7 @@ def ingest_files(
             [f"{settings.root}: the forgotten-users list cannot be read: {forgotten_users.error}"]
         )
     results = []
-    with Progress(disable=not progress, transient=True) as bar:
+    with Progress(disable=not progress_on_terminal(sys.stdout, progress), transient=True) as bar:
         task = bar.add_task("ingest", total=len(conformed))
         for item in conformed:
             bar.update(task, description=f"ingest {item.raw.table}/{item.raw.partition}")

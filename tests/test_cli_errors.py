@@ -111,7 +111,7 @@ CASES = {
     ),
     "benchmark: unknown benchmark": (
         ["benchmark", "ranker"],
-        "unknown benchmark 'ranker' (known: recommender, forecaster, bidder, serving, soak)",
+        "unknown benchmark 'ranker' (known: recommender, forecaster, bidder, serving, soak, feature-store)",
     ),
     "benchmark recommender: missing file": (
         ["benchmark", "recommender", "--dataset", "{tmp}/nope.csv"],

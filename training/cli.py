@@ -694,6 +694,7 @@ BENCHMARKS = {
     "bidder": "benchmarks.bidder",
     "serving": "benchmarks.serving",
     "soak": "benchmarks.soak",
+    "feature-store": "benchmarks.feature_store_bench",
 }
 
 
@@ -703,7 +704,7 @@ BENCHMARKS = {
 )
 def benchmark(
     ctx: typer.Context,
-    what: Annotated[str, typer.Argument(help="recommender, forecaster, bidder, serving or soak.")],
+    what: Annotated[str, typer.Argument(help=", ".join(BENCHMARKS) + ".")],
 ) -> None:
     """Run a benchmark and print its table; options go to it (`tradewind benchmark recommender --help`)."""
     import importlib

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from configs import load_config
 from configs.settings import Settings
+from models.terminal_progress import progress_on_terminal
 from training.registry import CHAMPION, RegisteredVersion, promote, register_model, set_alias
 from training.tracking import (
     ModelFamily,
@@ -359,7 +360,9 @@ def tune(
                 )
                 return evaluation.primary
 
-        study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=(), show_progress_bar=True)
+        study.optimize(
+            objective, n_trials=trials, timeout=timeout_s, catch=(), show_progress_bar=progress_on_terminal()
+        )
         finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
         if not finished:
