@@ -75,8 +75,12 @@ def test_train_registers_the_champion_with_finite_metrics(trained: tuple[Setting
     run = tracking_client().get_run(result.run_id)
     metrics = run.data.metrics
     for name in ("tradewind.ndcg_at_10", "ease.ndcg_at_10", "item_knn.ndcg_at_10", "most_popular.ndcg_at_10"):
-        assert name in metrics and math.isfinite(metrics[name]) and 0.0 <= metrics[name] <= 1.0
-    assert "oracle.ndcg_at_10" in metrics and "quality_vs_oracle.tradewind_ndcg_ratio" in metrics
+        assert name in metrics and math.isfinite(metrics[name])
+    # the oracle ranks by the simulator's true purchase probabilities: popularity cannot match it
+    assert metrics["oracle.ndcg_at_10"] > metrics["most_popular.ndcg_at_10"]
+    assert metrics["quality_vs_oracle.tradewind_ndcg_ratio"] == pytest.approx(
+        metrics["tradewind.ndcg_at_10"] / metrics["oracle.ndcg_at_10"]
+    )
     assert any(name.startswith("market.") for name in metrics)
     assert all(math.isfinite(value) for value in metrics.values())
     assert result.evaluation.primary == pytest.approx(metrics["tradewind.ndcg_at_10"])
@@ -93,7 +97,7 @@ def test_known_user_gets_listed_unbought_items_with_reasons(
     answer = served.answer({**request, "k": 8, "explain": True})
     assert not answer["cold_start"]
     products = [item["product_id"] for item in answer["items"]]
-    assert len(products) == len(set(products)) and 0 < len(products) <= 8
+    assert len(products) == len(set(products)) == 8  # the tiny world lists far more than 8 unbought
     bought = set(
         world["events"]
         .filter((pl.col("user_id") == user) & (pl.col("event_type") == "purchase"))["product_id"]
