@@ -36,13 +36,12 @@ class TrainedWorld:
 
 def tiny_family_configs() -> dict[str, tuple[Any, Any]]:
     """CLI noun -> (family, its shrunk config): the same tiny configs the families' own tests use."""
-    from test_recommender_pipeline import small_config
-    from tiny_configs import TINY_BIDDER, TINY_FORECASTER
+    from tiny_configs import TINY_BIDDER, TINY_FORECASTER, tiny_recommender_config
 
     from training import bidder, forecaster, recommender
 
     return {
-        "recommender": (recommender.FAMILY, small_config()),
+        "recommender": (recommender.FAMILY, tiny_recommender_config()),
         "forecaster": (
             forecaster.FAMILY,
             validate_config(TINY_FORECASTER, forecaster.ForecasterConfig, "tiny forecaster config"),

@@ -34,9 +34,9 @@ from features.store import apply_definitions, online_features
 from features.tables import read_table
 from training.recommender import FAMILY, RecommenderModel
 
-# the recommender test's shrunk config (tests/ has no __init__.py: import it as pytest would)
+# the families' shrunk test configs (tests/ has no __init__.py: import it as pytest would)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from test_recommender_pipeline import small_config
+from tiny_configs import tiny_recommender_config
 
 USER_VIEW_PREFIXES = ("user_activity__", "user_category_affinity__")
 
@@ -94,7 +94,7 @@ def user_online_values(settings: Settings, model: RecommenderModel, user: str, m
 
 @pytest.fixture(scope="module")
 def world(tiny_marketplace: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForgetWorld]:
-    config = small_config()
+    config = tiny_recommender_config()
     training_set = FAMILY.training_set(tiny_marketplace, config)
     model = FAMILY.fit(training_set, config, FAMILY.default_params(config), None).python_model
     assert isinstance(model, RecommenderModel)

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 from marketplace_worlds import build_world
-from tiny_configs import TINY_BIDDER
+from tiny_configs import TINY_BIDDER, tiny_recommender_config
 
-from configs import load_config, validate_config
+from configs import validate_config
 from configs.settings import MlflowSettings, Settings
 from training import bidder, recommender
 from training.evaluation.ranking import relevant_items
@@ -39,15 +39,10 @@ CRIPPLED_BIDDER = {"episodes": 1, "lambda_range": 5.0, "click_n_estimators": 1}
 
 
 def small_recommender_config() -> recommender.RecommenderConfig:
-    """The shipped config, shrunk so a fit takes seconds (one thread, no two-tower)."""
-    config = load_config("recommender", recommender.RecommenderConfig).model_dump()
-    config["retrieval"].update(candidates_per_retriever=20)
-    config["retrieval"]["two_tower"].update(enabled=False)
-    config["ranker"].update(n_estimators=20, report_every=5, min_child_samples=10)
-    config["data"].update(max_label_users=300)
-    config["evaluation"].update(curve_max_k=20, oracle=False)
-    config["threads"] = 1
-    return validate_config(config, recommender.RecommenderConfig, "gate test recommender config")
+    """The tiny config, one thread, no two-tower, no oracle."""
+    return tiny_recommender_config(
+        retrieval={"two_tower": {"enabled": False}}, evaluation={"oracle": False}, threads=1
+    )
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 from marketplace_worlds import build_world
-from tiny_configs import TINY_FORECASTER
+from tiny_configs import TINY_FORECASTER, tiny_recommender_config
 from typer.testing import CliRunner
 
 from configs import ConfigError, load_config, validate_config
@@ -155,14 +155,7 @@ class World:
 
 
 def _recommender_config() -> object:
-    from training.recommender import RecommenderConfig
-
-    config = load_config("recommender", RecommenderConfig).model_dump()
-    config["retrieval"].update(candidates_per_retriever=20)
-    config["ranker"].update(n_estimators=20, report_every=5, min_child_samples=10)
-    config["data"].update(max_label_users=300)
-    config["evaluation"].update(curve_max_k=20)
-    return validate_config(config, RecommenderConfig, "test config")
+    return tiny_recommender_config()
 
 
 def _forecaster_config() -> object:

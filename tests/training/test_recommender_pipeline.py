@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+from tiny_configs import tiny_recommender_config
 
-from configs import load_config, validate_config
 from configs.settings import Settings
 from features.tables import read_table
 from training.pipeline import TrainResult, train, tune
@@ -24,13 +24,7 @@ from training.tracking import configure_tracking, tracking_client
 
 def small_config() -> RecommenderConfig:
     """The shipped config, shrunk so a fit takes seconds on the tiny marketplace."""
-    config = load_config("recommender", RecommenderConfig).model_dump()
-    config["retrieval"].update(candidates_per_retriever=20)
-    config["retrieval"]["two_tower"].update(epochs=1, embedding_dim=8)
-    config["ranker"].update(n_estimators=20, report_every=5, min_child_samples=10)
-    config["data"].update(max_label_users=300)
-    config["evaluation"].update(curve_max_k=20)
-    return validate_config(config, RecommenderConfig, "test config")
+    return tiny_recommender_config(retrieval={"two_tower": {"epochs": 1, "embedding_dim": 8}})
 
 
 @pytest.fixture(scope="module")

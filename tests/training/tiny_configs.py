@@ -28,3 +28,32 @@ TINY_BIDDER = {
     },
     "evaluation": {"tuning_grid_size": 10},
 }
+
+# the recommender: the shipped config with 20 candidates per retriever, 20 trees, 300 label users
+TINY_RECOMMENDER = {
+    "retrieval": {"candidates_per_retriever": 20},
+    "ranker": {"n_estimators": 20, "report_every": 5, "min_child_samples": 10},
+    "data": {"max_label_users": 300},
+    "evaluation": {"curve_max_k": 20},
+}
+
+
+def tiny_recommender_config(**sections: dict) -> object:
+    """The shipped recommender config with TINY_RECOMMENDER's values, then `sections`' (merged
+    key by key, nested sections too)."""
+    from configs import load_config, validate_config
+    from training.recommender import RecommenderConfig
+
+    config = load_config("recommender", RecommenderConfig).model_dump()
+    return validate_config(
+        merged(merged(config, TINY_RECOMMENDER), sections), RecommenderConfig, "tiny recommender config"
+    )
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` laid over it, nested dicts merged rather than replaced."""
+    result = dict(base)
+    for key, value in overrides.items():
+        both_dicts = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = merged(result[key], value) if both_dicts else value
+    return result
