@@ -10,7 +10,9 @@ user_config keys overridden.
 from __future__ import annotations
 
 import copy
+import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ from serving.settings import MODEL_DEPLOYMENTS, SERVING_CONFIG, application, loa
 
 TRADEWIND_IMPORT = "serving.app:build_app"
 ECHO_IMPORT = "serving.app:build_echo"
+# how long `tradewind serve` lets `serve run` shut Serve and Ray down after a stop signal
+STOP_GRACE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,6 @@ def serve_run(settings: Settings, config: str = SERVING_CONFIG) -> int:
     data folder reaches the application builder through TRADEWIND_DATA_DIR; in scale-out mode
     Ray's address comes from the platform settings."""
     import os
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -134,7 +137,36 @@ def serve_run(settings: Settings, config: str = SERVING_CONFIG) -> int:
     if settings.ray_address:
         command[2:2] = ["--address", settings.ray_address]
     environment = {**os.environ, "TRADEWIND_DATA_DIR": str(settings.root), "TRADEWIND_MODE": settings.mode}
+    # a session of its own, so that a signal to this process (a supervisor's SIGTERM, Ctrl-C) is
+    # passed on once, as SIGINT: `serve run` then shuts Serve and its local Ray down itself
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, start_new_session=True)
+    return wait_forwarding_signals(child)
+
+
+def wait_forwarding_signals(child: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
+    """Wait for `child`; SIGINT or SIGTERM to this process asks it to stop with SIGINT (Ctrl-C),
+    and it is killed if it has not stopped `grace_s` later. Exit code 0 when stopped on request."""
+    stop_deadline: float | None = None
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stop_deadline
+        if stop_deadline is None:
+            stop_deadline = time.monotonic() + grace_s
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(command, cwd=PROJECT_ROOT, env=environment)
-    except KeyboardInterrupt:
-        return 0
+        while True:
+            try:
+                code = child.wait(timeout=0.5)  # short waits: a signal's deadline is checked between them
+                break
+            except subprocess.TimeoutExpired:
+                if stop_deadline is not None and time.monotonic() > stop_deadline:
+                    child.kill()
+                    code = child.wait()
+                    break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stop_deadline is not None else code
