@@ -1,27 +1,21 @@
-"""The end-to-end tests' world: a tiny marketplace of its own, the three real model families trained
-on it (`training.pipeline.train`, shrunk configs) and registered as champions in the data folder's
-own MLflow store (`<data dir>/mlflow/mlflow.db`, where `tradewind --data-dir D ...` looks too).
+"""The end-to-end tests' world: what `tradewind demo --no-serve` makes on an empty data folder, the
+three real model families trained and registered as champions in the data folder's own MLflow store
+(`<data dir>/mlflow/mlflow.db`, where `tradewind --data-dir D ...` looks too).
 
-Imported by name (tests/ has no __init__.py: a test module's folder goes on sys.path); the fixture
-that builds it once per session is in this folder's conftest.
+Imported by name (tests/ has no __init__.py: a test module's folder goes on sys.path); the fixtures
+that run it once per session are in this folder's conftest.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from marketplace_worlds import build_world
-
-from configs import validate_config
 from configs.settings import Settings
-
-# the families' shrunk test configs live beside their own tests (tests/training)
-_TRAINING_TESTS = str(Path(__file__).resolve().parents[1] / "training")
-if _TRAINING_TESTS not in sys.path:
-    sys.path.insert(0, _TRAINING_TESTS)
 
 RECOMMENDER = "tradewind-recommender"
 FORECASTER = "tradewind-forecaster"
@@ -34,32 +28,61 @@ class TrainedWorld:
     champions: dict[str, int]  # registered model -> the version training made champion
 
 
-def tiny_family_configs() -> dict[str, tuple[Any, Any]]:
-    """CLI noun -> (family, its shrunk config): the same tiny configs the families' own tests use."""
-    from tiny_configs import TINY_BIDDER, TINY_FORECASTER, tiny_recommender_config
+SCALE = 0.02  # the smallest world every family still trains on: about a minute on 2 cores
+DEMO_S = 900.0  # the whole demo, bounded: the test stops by itself
 
-    from training import bidder, forecaster, recommender
 
-    return {
-        "recommender": (recommender.FAMILY, tiny_recommender_config()),
-        "forecaster": (
-            forecaster.FAMILY,
-            validate_config(TINY_FORECASTER, forecaster.ForecasterConfig, "tiny forecaster config"),
-        ),
-        "bidder": (bidder.FAMILY, validate_config(TINY_BIDDER, bidder.BidderConfig, "tiny bidder config")),
+@dataclass(frozen=True)
+class Demo:
+    settings: Settings
+    output: str
+    returncode: int
+    seconds: float
+
+
+def run_demo(data_dir: Path) -> Demo:
+    """`tradewind --data-dir DATA_DIR demo --scale SCALE --no-serve` in a process of its own."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TRADEWIND_MODE", "TRADEWIND_DATA_DIR")
     }
+    # a local Ray if a step wants one (never a cluster `ray start` made); wide, unwrapped tables
+    environment.update(RAY_ADDRESS="local", COLUMNS="200")
+    command = [
+        str(Path(sys.executable).parent / "tradewind"),
+        "--data-dir",
+        str(data_dir),
+        "demo",
+        "--scale",
+        str(SCALE),
+        "--no-serve",
+    ]
+    started = time.perf_counter()
+    finished = subprocess.run(
+        command,
+        cwd=data_dir.parent,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=DEMO_S,
+        check=False,
+    )
+    return Demo(
+        Settings(data_dir=data_dir), finished.stdout, finished.returncode, time.perf_counter() - started
+    )
 
 
-def train_world(data_dir: Path) -> TrainedWorld:
-    """Build the tiny marketplace in `data_dir`, train the three families on it, each registered
-    and (being the first version) promoted to champion."""
-    from training.pipeline import train
+def champions_of(settings: Settings) -> TrainedWorld:
+    """The world a demo left: each family's champion version in the data folder's own registry."""
+    from training.registry import CHAMPION
+    from training.tracking import configure_tracking, tracking_client
 
-    settings = Settings(data_dir=data_dir)
-    build_world(settings)
-    champions: dict[str, int] = {}
-    for command, (family, config) in tiny_family_configs().items():
-        result = train(settings, family, config)
-        assert result.version is not None and result.aliases == ("champion",), (command, result)
-        champions[result.version.name] = result.version.version
+    configure_tracking(settings)
+    client = tracking_client()
+    champions = {
+        name: int(client.get_model_version_by_alias(name, CHAMPION).version)
+        for name in (RECOMMENDER, FORECASTER, BIDDER)
+    }
     return TrainedWorld(settings, champions)

@@ -7,68 +7,20 @@ registered as champions, trained on that very snapshot.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 import pytest
-from endtoend_world import BIDDER, FORECASTER, RECOMMENDER
-
-from configs.settings import Settings
+from endtoend_world import BIDDER, FORECASTER, RECOMMENDER, Demo
 
 pytestmark = pytest.mark.slow
 
-SCALE = 0.02  # the smallest world every family still trains on: about a minute on 2 cores
-DEMO_S = 900.0  # the whole demo, bounded: the test stops by itself
 FAMILIES = {RECOMMENDER: "recommendation", FORECASTER: "forecasting", BIDDER: "bidding"}
 
 
-@dataclass(frozen=True)
-class Demo:
-    settings: Settings
-    output: str
-    returncode: int
-    seconds: float
-
-
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
-    data_dir = tmp_path_factory.mktemp("demo") / "data"
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TRADEWIND_MODE", "TRADEWIND_DATA_DIR")
-    }
-    # a local Ray if a step wants one (never a cluster `ray start` made); wide, unwrapped tables
-    environment.update(RAY_ADDRESS="local", COLUMNS="200")
-    command = [
-        str(Path(sys.executable).parent / "tradewind"),
-        "--data-dir",
-        str(data_dir),
-        "demo",
-        "--scale",
-        str(SCALE),
-        "--no-serve",
-    ]
-    started = time.perf_counter()
-    finished = subprocess.run(
-        command,
-        cwd=data_dir.parent,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=DEMO_S,
-        check=False,
-    )
-    return Demo(
-        Settings(data_dir=data_dir), finished.stdout, finished.returncode, time.perf_counter() - started
-    )
+def demo(demo_run: Demo) -> Demo:
+    return demo_run
 
 
 def test_demo_finishes_without_an_error(demo: Demo) -> None:
