@@ -38,21 +38,34 @@ def start_child(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, Path]:
     return child, got
 
 
-def signal_self_soon(signum: int) -> None:
-    threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
+def signal_self_once_forwarding(signum: int) -> None:
+    """Send `signum` to this process as soon as `wait_forwarding_signals` has put its handler in
+    place (never before: the default handlers would stop the test run itself)."""
+    own = signal.getsignal(signum)
+
+    def send() -> None:
+        deadline = time.monotonic() + 30
+        while signal.getsignal(signum) is own and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if signal.getsignal(signum) is not own:
+            os.kill(os.getpid(), signum)
+
+    threading.Thread(target=send, daemon=True).start()
 
 
 def test_sigterm_to_the_command_reaches_the_child_as_sigint_and_exits_0(tmp_path: Path) -> None:
     child, got = start_child(tmp_path, "stop")
-    signal_self_soon(signal.SIGTERM)
+    own_handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal_self_once_forwarding(signal.SIGTERM)
     assert wait_forwarding_signals(child, grace_s=20.0) == 0
     assert got.read_text() == "SIGINT" and child.returncode == 3
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's own handlers are back
+    # the command's own handlers are back (whatever they were: Ray installs one for SIGTERM)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == own_handlers
 
 
 def test_a_child_that_ignores_the_stop_is_killed_after_the_grace(tmp_path: Path) -> None:
     child, got = start_child(tmp_path, "ignore")
-    signal_self_soon(signal.SIGINT)
+    signal_self_once_forwarding(signal.SIGINT)
     started = time.monotonic()
     assert wait_forwarding_signals(child, grace_s=1.0) == 0
     assert child.returncode == -signal.SIGKILL and not got.exists()
