@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 from endtoend_world import BIDDER, FORECASTER, RECOMMENDER, TrainedWorld
+from polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -70,16 +71,10 @@ def session_processes(sessions: set[int]) -> dict[int, str]:
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, log: Path) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-3000:]
-    raise AssertionError(
-        f"timed out after {timeout_s:.0f} s waiting for {what}; the command's output ends:\n{tail}"
-    )
+    def output_tail() -> str:
+        return "the command's output ends:\n" + log.read_text(errors="replace")[-3000:]
+
+    return wait_until(condition, timeout_s, what, every_s=0.5, explain=output_tail)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ import httpx
 import mlflow
 import pytest
 import served_models
+from polling import wait_until
 from scaleout_services import free_port, start_mlflow_server, stop_process_group
 from tiny_world import ServingWorld, registered_world
 
@@ -46,17 +47,6 @@ CONCURRENCY = 16
 LOAD_LIMIT_S = 60.0
 KILL_AFTER = REQUESTS // 3  # requests sent before the kill
 BACK_TO_TWO_S = 120.0
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
-    """The first truthy value of `condition()`, polled until `timeout_s`; AssertionError after."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 class RegistryServer:
@@ -213,7 +203,7 @@ def test_a_replica_killed_under_load_fails_under_one_percent_and_comes_back(serv
     assert answered_by[victim.rsplit("#", 1)[-1]] > 0, "the killed replica never answered: no load on it"
 
     started = time.monotonic()
-    wait_for(
+    wait_until(
         lambda: running_replicas("Recommender") == 2 and victim not in replica_actor_names("Recommender"),
         BACK_TO_TWO_S,
         "the Recommender to be back to 2 RUNNING replicas",
@@ -229,7 +219,7 @@ def test_a_replica_killed_under_load_fails_under_one_percent_and_comes_back(serv
         replicas = {served.client.post("/recommend", json=body).json()["model"]["replica"] for _ in range(20)}
         return replacement in replicas
 
-    wait_for(replacement_answers, 30.0, "the replacement replica to answer requests")
+    wait_until(replacement_answers, 30.0, "the replacement replica to answer requests")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,11 +257,11 @@ def test_serving_goes_on_while_the_registry_server_is_down(served: Served) -> No
     stopped, stopped_at = time.monotonic(), datetime.now(UTC)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{server.url}/health", timeout=2)
-    wait_for(lambda: all_endpoints(False), 5 * POLL_S + 20, "every endpoint to report the registry down")
+    wait_until(lambda: all_endpoints(False), 5 * POLL_S + 20, "every endpoint to report the registry down")
     print(f"\nregistry reported unreachable {time.monotonic() - stopped:.1f} s after the stop")
     # /models asks one replica per call; a replica whose poll was in flight when the server went away
     # learns of it once that call times out (serving's registry_timeout_s)
-    wait_for(
+    wait_until(
         lambda: all(all_endpoints(False) for _ in range(6)),
         REGISTRY_TIMEOUT_S + 5 * POLL_S + 20,
         "every replica of every endpoint to report the registry down",
@@ -297,7 +287,7 @@ def test_serving_goes_on_while_the_registry_server_is_down(served: Served) -> No
 
     server.start()  # same port, same store
     restarted_at = datetime.now(UTC)
-    wait_for(
+    wait_until(
         lambda: all(all_endpoints(True) for _ in range(6)),
         5 * POLL_S + 20,
         "every replica of every endpoint to see the registry back",

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 from ray_cluster import RayCluster, ray_cluster
 from scaleout_services import (
     CONNECT_TIMEOUT_SECONDS,
     RedisDb,
     ScratchDatabase,
+    claimed_redis_db,
     first_line,
     libpq_conninfo,
     unavailable,
@@ -40,12 +40,6 @@ for _folder in ("features", "training", "serving"):
     _path = str(Path(__file__).resolve().parents[1] / _folder)
     if _path not in sys.path:
         sys.path.insert(0, _path)
-
-# Redis dbs 1..15 are handed to tests (0 is the platform's); a claim key marks one as taken
-REDIS_TEST_DBS = range(15, 0, -1)
-REDIS_CLAIM_KEY = "tradewind:test:claimed"
-# a claim left by a killed run lapses on its own
-CLAIM_SECONDS = 3600
 
 
 @pytest.fixture(scope="session")
@@ -92,24 +86,8 @@ def scratch_database(postgres_reachable: None) -> Iterator[ScratchDatabase]:
 @pytest.fixture
 def redis_db(platform_scaleout: ScaleoutSettings) -> Iterator[RedisDb]:
     """A Redis db of the test's own on the configured server, emptied at the end."""
-    address = platform_scaleout.redis_url.split(",")[0]
-    host, _, port = address.rpartition(":")
-    token = secrets.token_hex(8)
-    claimed: RedisDb | None = None
-    try:
-        for index in REDIS_TEST_DBS:
-            client = redis.Redis(host=host, port=int(port), db=index, socket_timeout=CONNECT_TIMEOUT_SECONDS)
-            if client.set(REDIS_CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
-                claimed = RedisDb(client, index, f"{address},db={index}")
-                break
-            client.close()
-    except redis.RedisError as error:
-        unavailable(f"Redis at {address} not reachable ({first_line(error)})")
-    if claimed is None:
-        pytest.fail(f"Redis at {address}: test dbs {min(REDIS_TEST_DBS)}..{max(REDIS_TEST_DBS)} all claimed")
-    yield claimed
-    claimed.client.flushdb()
-    claimed.client.close()
+    with claimed_redis_db(platform_scaleout.redis_url) as claimed:
+        yield claimed
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -124,3 +125,36 @@ def start_mlflow_server(
                 f"mlflow server not healthy after {start_seconds:.0f} s:\n{log_tail(log)}", pytrace=False
             )
         time.sleep(0.5)
+
+
+# Redis dbs 1..15 are handed to tests (0 is the platform's); a claim key marks one as taken
+REDIS_TEST_DBS = range(15, 0, -1)
+REDIS_CLAIM_KEY = "tradewind:test:claimed"
+# a claim left by a killed run lapses on its own
+CLAIM_SECONDS = 3600
+
+
+@contextlib.contextmanager
+def claimed_redis_db(redis_url: str) -> Iterator[RedisDb]:
+    """A Redis db of the caller's own on the server of `redis_url` (Feast form, host:port,...),
+    emptied at the end. Skipped when no Redis answers there; under CI (`CI=true`) that fails."""
+    address = redis_url.split(",")[0]
+    host, _, port = address.rpartition(":")
+    token = secrets.token_hex(8)
+    claimed: RedisDb | None = None
+    try:
+        for index in REDIS_TEST_DBS:
+            client = redis.Redis(host=host, port=int(port), db=index, socket_timeout=CONNECT_TIMEOUT_SECONDS)
+            if client.set(REDIS_CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
+                claimed = RedisDb(client, index, f"{address},db={index}")
+                break
+            client.close()
+    except redis.RedisError as error:
+        unavailable(f"Redis at {address} not reachable ({first_line(error)})")
+    if claimed is None:
+        pytest.fail(f"Redis at {address}: test dbs {min(REDIS_TEST_DBS)}..{max(REDIS_TEST_DBS)} all claimed")
+    try:
+        yield claimed
+    finally:
+        claimed.client.flushdb()
+        claimed.client.close()

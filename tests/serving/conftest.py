@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import secrets
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,15 +33,9 @@ _SCALEOUT = str(Path(__file__).resolve().parents[1] / "scaleout")
 if _SCALEOUT not in sys.path:
     sys.path.insert(0, _SCALEOUT)
 
-from scaleout_services import CONNECT_TIMEOUT_SECONDS, RedisDb, first_line, unavailable  # noqa: E402
+from scaleout_services import RedisDb, claimed_redis_db  # noqa: E402
 
 POLL_S = 0.3
-
-# as tests/scaleout/conftest.py: dbs 1..15 are handed to tests (0 is the platform's), a claim key
-# marks one as taken and lapses on its own if a killed run leaves it
-REDIS_TEST_DBS = range(15, 0, -1)
-REDIS_CLAIM_KEY = "tradewind:test:claimed"
-CLAIM_SECONDS = 3600
 
 
 @pytest.fixture(scope="session")
@@ -103,25 +96,7 @@ def budget_day(serving_world: ServingWorld) -> BudgetDay:
 def redis_test_db() -> Iterator[RedisDb]:
     """A Redis db of the test's own on the platform's Redis, emptied at the end. Skipped when no
     Redis answers there; under CI (`CI=true`) that fails instead, as the scale-out tests do."""
-    import redis
-
     from configs.settings import load_settings
 
-    address = load_settings().scaleout.redis_url.split(",")[0]
-    host, _, port = address.rpartition(":")
-    token = secrets.token_hex(8)
-    claimed: RedisDb | None = None
-    try:
-        for index in REDIS_TEST_DBS:
-            client = redis.Redis(host=host, port=int(port), db=index, socket_timeout=CONNECT_TIMEOUT_SECONDS)
-            if client.set(REDIS_CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
-                claimed = RedisDb(client, index, f"{address},db={index}")
-                break
-            client.close()
-    except redis.RedisError as error:
-        unavailable(f"Redis at {address} not reachable ({first_line(error)})")
-    if claimed is None:
-        pytest.fail(f"Redis at {address}: test dbs {min(REDIS_TEST_DBS)}..{max(REDIS_TEST_DBS)} all claimed")
-    yield claimed
-    claimed.client.flushdb()
-    claimed.client.close()
+    with claimed_redis_db(load_settings().scaleout.redis_url) as claimed:
+        yield claimed

@@ -12,13 +12,14 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import served_models
+from polling import wait_until
 from scaleout_services import RedisDb
 from tiny_world import BIDDER, BudgetDay, ServingWorld
 
@@ -28,16 +29,6 @@ pytestmark = pytest.mark.slow
 
 # each replica a tenth of a CPU: the session's Ray has 2 for every app of every test folder
 REPLICA_CPUS = 0.1
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @contextmanager
@@ -67,7 +58,11 @@ def bidder_app(
     try:
         serve.run(ingress.bind(bidder, bidder, bidder), name=name, route_prefix=f"/{name}")
         url = f"{local_serve.url}/{name}"
-        wait_until(lambda: httpx.get(f"{url}/healthz", timeout=5.0).status_code == 200, what=f"{url}/healthz")
+        wait_until(
+            lambda: httpx.get(f"{url}/healthz", timeout=5.0).status_code == 200,
+            timeout_s=60.0,
+            what=f"{url}/healthz",
+        )
         yield name, url
     finally:
         serve.delete(name)

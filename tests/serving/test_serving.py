@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,19 +15,10 @@ from typing import Any
 import httpx
 import pytest
 import served_models
+from polling import wait_until
 from tiny_world import RECOMMENDER, BudgetDay, ServingWorld
 
 pytestmark = pytest.mark.slow
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def models_status(world: ServingWorld) -> dict[str, Any]:
