@@ -17,6 +17,23 @@ from configs.settings import Settings
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+# settings read these as overrides (configs/settings.py): one left behind by a test, or by MLflow
+# itself while a test ran, would point every later test at that test's store
+STORE_OVERRIDES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TRADEWIND_DATA_DIR", "TRADEWIND_MODE")
+
+
+@pytest.fixture(autouse=True)
+def store_overrides_restored() -> Iterator[None]:
+    """Each test ends with the store-choosing variables as it found them."""
+    before = {name: os.environ.get(name) for name in STORE_OVERRIDES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_marketplace(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Generated, ingested, feature tables built, Feast applied and materialized; do not write to
