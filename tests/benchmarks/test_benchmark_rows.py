@@ -10,7 +10,6 @@ import math
 import re
 import threading
 from collections.abc import Iterator
-from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
+from sales_files import write_sales_csv
 
 from configs.settings import Settings
 
@@ -40,14 +40,7 @@ def test_forecaster_rows_carry_series_and_a_mase_interval(
 ) -> None:
     from benchmarks.forecaster import main
 
-    rng = np.random.default_rng(1)
-    days = pl.date_range(date(2025, 1, 1), date(2025, 3, 31), eager=True)
-    sales = pl.concat(
-        pl.DataFrame({"sku": f"S{index}", "day": days, "units": rng.poisson(4, len(days)).astype(float)})
-        for index in range(6)
-    )
-    path = tmp_path / "sales.csv"
-    sales.write_csv(path)
+    path = write_sales_csv(tmp_path / "sales.csv", series=6)
     out = tmp_path / "rows.json"
     arguments = ["--dataset", str(path), "--keys", "sku", "--date", "day", "--quantity", "units"]
     assert main([*arguments, "--horizon", "7", "--models", "seasonal_naive", "--json", str(out)]) == 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from sales_files import write_sales_csv
 from tiny_configs import TINY_FORECASTER
 
 from configs import validate_config
@@ -204,14 +205,7 @@ def test_benchmark_reads_a_users_sales_file_and_writes_json(
 
     from benchmarks.forecaster import TABLE_KEYS, main
 
-    rng = np.random.default_rng(1)
-    days = pl.date_range(date(2025, 1, 1), date(2025, 3, 31), eager=True)
-    sales = pl.concat(
-        pl.DataFrame({"sku": f"S{index}", "day": days, "units": rng.poisson(4, len(days)).astype(float)})
-        for index in range(3)
-    )
-    path = tmp_path / "sales.csv"
-    sales.write_csv(path)
+    path = write_sales_csv(tmp_path / "sales.csv", series=3)
     out = tmp_path / "rows.json"
     arguments = ["--dataset", str(path), "--keys", "sku", "--date", "day", "--horizon", "7"]
     assert main([*arguments, "--quantity", "units", "--models", "seasonal_naive", "--json", str(out)]) == 0
