@@ -82,7 +82,7 @@ class ModelEndpoint:
     registered_model: ClassVar[str]
 
     def __init__(self, settings: Settings, registered_model: str | None = None) -> None:
-        from training.tracking import configure_tracking
+        from tracking.runs import configure_tracking
 
         logging.getLogger("tradewind").setLevel(logging.INFO)
         self.settings = settings

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from training.registry import CHAMPION, RegisteredVersion, version_for_alias
+from tracking.registry import CHAMPION, RegisteredVersion, version_for_alias
 
 logger = logging.getLogger(__name__)
 

@@ -56,8 +56,8 @@ from models.bidding.dqn import GreedyActor
 from models.bidding.environment import paced_lambda
 from models.bidding.learning_curve import LearningCurve
 from models.bidding.policy import pacing_features, step_of
+from tracking.registry import pinned_requirements
 from training.pipeline import Evaluation, HoldoutComparison, Reporter, TrainedModel, TrainingSet
-from training.registry import pinned_requirements
 
 if TYPE_CHECKING:
     import optuna

@@ -12,7 +12,7 @@ import polars as pl
 from configs.settings import Settings
 from features.ingest import IngestReport
 from features.tables import snapshot
-from training.tracking import log_data_lineage, log_figure, log_metrics, log_params, log_table, tracked_run
+from tracking.runs import log_data_lineage, log_figure, log_metrics, log_params, log_table, tracked_run
 
 SNAPSHOT_DIGEST_TAG = "tradewind.snapshot_digest"
 

@@ -31,8 +31,8 @@ from pydantic import BaseModel
 from configs import load_config
 from configs.settings import Settings
 from models.terminal_progress import progress_on_terminal
-from training.registry import CHAMPION, RegisteredVersion, promote, register_model, set_alias
-from training.tracking import (
+from tracking.registry import CHAMPION, RegisteredVersion, promote, register_model, set_alias
+from tracking.runs import (
     ModelFamily,
     log_data_lineage,
     log_figure,
@@ -228,7 +228,7 @@ def train(
 
 
 def _set_aliases(name: str, version: RegisteredVersion, policy: PromotePolicy) -> tuple[str, ...]:
-    from training.registry import version_for_alias
+    from tracking.registry import version_for_alias
 
     champion = version_for_alias(name, CHAMPION)
     if policy == "always" or (policy == "if_first" and champion is None):

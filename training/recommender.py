@@ -51,8 +51,8 @@ from models.recommendation.hybrid import rank_within_groups
 from models.recommendation.interactions import Interactions
 from models.recommendation.ranker import LambdaRankRanker
 from models.recommendation.rules import ServingRules
+from tracking.registry import pinned_requirements
 from training.pipeline import Evaluation, HoldoutComparison, Reporter, TrainedModel, TrainingSet
-from training.registry import pinned_requirements
 
 if TYPE_CHECKING:
     import optuna

@@ -42,9 +42,9 @@ from pydantic import Field
 
 from configs import StrictModel, load_config
 from configs.settings import Settings
+from tracking.registry import CHAMPION, RegisteredVersion, promote, version_for_alias
+from tracking.runs import log_metrics, tracked_run, tracking_client
 from training.pipeline import Family, HoldoutComparison, NoHoldout, load_family_config, train
-from training.registry import CHAMPION, RegisteredVersion, promote, version_for_alias
-from training.tracking import log_metrics, tracked_run, tracking_client
 
 Decision = Literal["promoted", "refused", "skipped"]
 DECISION_TAG = "tradewind.retrain.decision"
@@ -371,7 +371,7 @@ def retrain(
     retrain_config = retrain_config or load_config("retrain", RetrainConfig)
     gate = retrain_config.gate_for(family.command)
     with retrain_lock(settings, family.command) as lock:
-        from training.tracking import configure_tracking
+        from tracking.runs import configure_tracking
 
         configure_tracking(settings)
         _close_killed_run(lock["previous"])

@@ -263,7 +263,7 @@ def _stop(process: subprocess.Popen) -> None:
 def mlflow_run(settings: Settings, run_name: str, started: datetime) -> dict[str, str] | None:
     """The id and status of the newest MLflow run named `run_name` started since `started`."""
     try:
-        from training.tracking import configure_tracking, tracking_client
+        from tracking.runs import configure_tracking, tracking_client
 
         experiment = configure_tracking(settings)
         runs = tracking_client().search_runs(

@@ -76,8 +76,8 @@ def run_demo(data_dir: Path) -> Demo:
 
 def champions_of(settings: Settings) -> TrainedWorld:
     """The world a demo left: each family's champion version in the data folder's own registry."""
-    from training.registry import CHAMPION
-    from training.tracking import configure_tracking, tracking_client
+    from tracking.registry import CHAMPION
+    from tracking.runs import configure_tracking, tracking_client
 
     configure_tracking(settings)
     client = tracking_client()

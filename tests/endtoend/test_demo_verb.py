@@ -54,8 +54,8 @@ def test_every_ingested_row_is_accepted_or_quarantined(demo: Demo) -> None:
 
 
 def test_three_champions_are_registered_trained_on_the_ingested_snapshot(demo: Demo) -> None:
-    from training.registry import version_for_alias
-    from training.tracking import configure_tracking, tracking_client
+    from tracking.registry import version_for_alias
+    from tracking.runs import configure_tracking, tracking_client
 
     experiment = configure_tracking(demo.settings)  # the data folder's own store, as the demo used
     client = tracking_client()

@@ -105,8 +105,8 @@ def test_tradewind_serve_answers_from_the_champions_and_stops_on_sigint_to_its_p
     trained_world: TrainedWorld, serving_config: tuple[Path, int], ray_temp_dir: Path, tmp_path: Path
 ) -> None:
     from serving.schemas import ForecastRequest
-    from training.registry import load_by_alias
-    from training.tracking import configure_tracking
+    from tracking.registry import load_by_alias
+    from tracking.runs import configure_tracking
 
     config, port = serving_config
     url = f"http://127.0.0.1:{port}"

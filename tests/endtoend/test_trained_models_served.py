@@ -56,8 +56,8 @@ def client(trained_world: TrainedWorld, local_serve: Any) -> Iterator[httpx.Clie
 @pytest.fixture(scope="module")
 def champions(trained_world: TrainedWorld) -> dict[str, Any]:
     """Each champion as the registry holds it, loaded in the test process."""
-    from training.registry import load_by_alias
-    from training.tracking import configure_tracking
+    from tracking.registry import load_by_alias
+    from tracking.runs import configure_tracking
 
     configure_tracking(trained_world.settings)
     return {name: load_by_alias(name).unwrap_python_model() for name in ENDPOINTS.values()}

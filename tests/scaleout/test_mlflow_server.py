@@ -20,9 +20,9 @@ from scaleout_services import (
 from test_pipeline import LineConfig, LineFamily
 
 from configs.settings import ScaleoutSettings, Settings
+from tracking.registry import CHAMPION, load_by_alias, version_for_alias
+from tracking.runs import tracking_client
 from training.pipeline import train
-from training.registry import CHAMPION, load_by_alias, version_for_alias
-from training.tracking import tracking_client
 
 pytestmark = pytest.mark.scaleout
 

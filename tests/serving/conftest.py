@@ -69,7 +69,7 @@ def _registry_of_the_serving_world(request: pytest.FixtureRequest) -> None:
     """MLflow's tracking URI is process-wide: a test of tests/reliability run before this one may
     have pointed it elsewhere. Every test using the serving world talks to the world's store."""
     if "serving_world" in request.fixturenames:
-        from training.tracking import configure_tracking
+        from tracking.runs import configure_tracking
 
         configure_tracking(request.getfixturevalue("serving_world").settings)
 

@@ -1,7 +1,7 @@
 """Small models that follow the served-model contract (COMMON.md), for the serving tests.
 
 They are registered in a test MLflow store exactly as the families register theirs
-(`training.registry.register_model`), pickled by value so that Ray replicas can load them without
+(`tracking.registry.register_model`), pickled by value so that Ray replicas can load them without
 importing the tests. Each answers deterministically from what it was built with, so a test can
 tell which version answered and whether online features reached it.
 """

@@ -132,7 +132,7 @@ def test_concurrent_bids_on_two_replicas_never_overspend_redis(
 ) -> None:
     """The scale-out store inside a deployed app: mode `scaleout`, `redis_url` a db of the test's own.
     The bidder model reads no online features (the data folder's Feast store is the embedded one)."""
-    from training.registry import promote
+    from tracking.registry import promote
 
     world = serving_world
     registered = f"{BIDDER}-featureless"

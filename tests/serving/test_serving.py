@@ -215,7 +215,7 @@ def _served(world: ServingWorld, endpoint: str = "recommend", alias: str = "cham
 def serving_the_champion(world: ServingWorld) -> int:
     """The recommender's champion version, once the app serves it and no challenger: the state a
     test that moves aliases starts from, whatever the tests before it did."""
-    from training.registry import tracking_client, version_for_alias
+    from tracking.registry import tracking_client, version_for_alias
 
     if version_for_alias(RECOMMENDER, "challenger") is not None:
         tracking_client().delete_registered_model_alias(RECOMMENDER, "challenger")
@@ -242,7 +242,7 @@ def polls_after(world: ServingWorld, moment: datetime, polls: int = 2) -> None:
 
 
 def test_live_promotion_is_picked_up_without_failed_requests(serving_world: ServingWorld) -> None:
-    from training.registry import promote
+    from tracking.registry import promote
 
     world = serving_world
     before = serving_the_champion(world)
@@ -264,7 +264,7 @@ def test_live_promotion_is_picked_up_without_failed_requests(serving_world: Serv
 
 
 def test_challenger_gets_its_share_and_is_named(serving_world: ServingWorld) -> None:
-    from training.registry import set_alias, tracking_client
+    from tracking.registry import set_alias, tracking_client
 
     world = serving_world
     champion = serving_the_champion(world)
@@ -289,7 +289,7 @@ def test_challenger_gets_its_share_and_is_named(serving_world: ServingWorld) -> 
 
 
 def _corrupt_model_files(world: ServingWorld, version: int) -> None:
-    from training.registry import tracking_client
+    from tracking.registry import tracking_client
 
     location = tracking_client().get_model_version_download_uri(RECOMMENDER, str(version))
     folder = Path(location.removeprefix("file://"))
@@ -302,7 +302,7 @@ def _corrupt_model_files(world: ServingWorld, version: int) -> None:
 def test_a_model_that_cannot_load_or_answer_is_never_swapped_in(serving_world: ServingWorld) -> None:
     from datetime import UTC
 
-    from training.registry import promote
+    from tracking.registry import promote
 
     world = serving_world
     serving = serving_the_champion(world)

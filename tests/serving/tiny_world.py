@@ -1,5 +1,5 @@
 """The serving tests' world: the tiny marketplace's ids and `served_models`' small models,
-registered with `training.registry.register_model` in an MLflow store of the caller's choosing and
+registered with `tracking.registry.register_model` in an MLflow store of the caller's choosing and
 promoted like the families' models are. tests/serving serves it once per session; tests/reliability
 builds its own (another store, or an MLflow server) from the same pieces.
 """
@@ -31,8 +31,8 @@ class ServingWorld:
     campaigns: dict[str, tuple[str, float]]  # campaign -> (market, daily budget)
 
     def register(self, name: str, model: object, input_example: object, family: str) -> int:
-        from training.registry import register_model
-        from training.tracking import tracked_run
+        from tracking.registry import register_model
+        from tracking.runs import tracked_run
 
         with tracked_run(self.settings, f"serving-test-{name}", family):
             output = model.predict(None, input_example)  # type: ignore[attr-defined]
@@ -51,7 +51,7 @@ def registered_world(
     import pandas as pd
 
     from features.tables import read_table
-    from training.registry import promote
+    from tracking.registry import promote
 
     settings = marketplace.model_copy(
         update={"mlflow": marketplace.mlflow.model_copy(update={"tracking_uri": tracking_uri})}

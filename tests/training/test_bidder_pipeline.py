@@ -11,10 +11,10 @@ from tiny_configs import TINY_BIDDER
 
 from configs import validate_config
 from configs.settings import Settings
+from tracking.registry import CHAMPION, load_by_alias
+from tracking.runs import configure_tracking, tracking_client
 from training.bidder import FAMILY, BidderConfig, BidderModel
 from training.pipeline import TrainResult, train, tune
-from training.registry import CHAMPION, load_by_alias
-from training.tracking import configure_tracking, tracking_client
 
 
 def tiny_config() -> BidderConfig:

@@ -21,9 +21,9 @@ from tiny_configs import TINY_FORECASTER
 
 from configs import validate_config
 from configs.settings import Settings
+from tracking.runs import tracking_client
 from training.forecaster import FAMILY, ForecasterConfig, ForecasterModel
 from training.pipeline import TrainResult, _flat, train, tune
-from training.tracking import tracking_client
 
 HORIZON = TINY_FORECASTER["horizon"]
 
@@ -52,7 +52,7 @@ def trained(forecaster_settings: Settings) -> TrainResult:
 
 @pytest.fixture(scope="module")
 def served(trained: TrainResult) -> ForecasterModel:
-    from training.registry import load_by_alias
+    from tracking.registry import load_by_alias
 
     return load_by_alias(FAMILY.registered_model).unwrap_python_model()
 
@@ -127,7 +127,7 @@ def test_served_model_names_the_bad_field(served: ForecasterModel) -> None:
 def test_registered_pyfunc_predicts_long_rows(trained: TrainResult) -> None:
     import pandas as pd
 
-    from training.registry import load_by_alias
+    from tracking.registry import load_by_alias
 
     loaded = load_by_alias(FAMILY.registered_model)
     request = loaded.unwrap_python_model().smoke_request()

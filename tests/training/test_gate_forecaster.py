@@ -194,9 +194,9 @@ def test_retrain_promotes_a_better_challenger_and_refuses_a_crippled_one(
 ) -> None:
     """End to end: the crippled champion is replaced by a default retrain on the next nightly
     partition; a crippled retrain on the one after is refused and the champion stays."""
-    from training.registry import CHAMPION, version_for_alias
+    from tracking.registry import CHAMPION, version_for_alias
+    from tracking.runs import tracking_client
     from training.retrain import DECISION_TAG, retrain
-    from training.tracking import tracking_client
 
     settings, config = gate_world.settings, _config()
     client = tracking_client()

@@ -199,7 +199,7 @@ def _monitor(world: World, settings: Settings, command: str) -> MonitorResult:
 
 @pytest.mark.parametrize("command", ["recommender", "forecaster"])
 def test_undrifted_world_needs_no_retrain(world: World, command: str) -> None:
-    from training.tracking import tracking_client
+    from tracking.runs import tracking_client
 
     result = _monitor(world, world.settings, command)
     assert result.should_retrain is False and result.reasons == ()
@@ -237,8 +237,8 @@ def arrived(world: World) -> Settings:
 
 
 def test_live_accuracy_once_actuals_arrive(world: World, arrived: Settings) -> None:
-    from training.registry import CHAMPION, version_for_alias
-    from training.tracking import tracking_client
+    from tracking.registry import CHAMPION, version_for_alias
+    from tracking.runs import tracking_client
 
     forecaster = _monitor(world, arrived, "forecaster")
     live = forecaster.live

@@ -19,6 +19,8 @@ import pytest
 
 from configs import StrictModel
 from configs.settings import MlflowSettings, Settings
+from tracking.registry import CHAMPION, load_by_alias, version_for_alias
+from tracking.runs import FEATURE_SERVICE_TAG, tracking_client
 from training.pipeline import (
     CHALLENGER,
     Evaluation,
@@ -29,8 +31,6 @@ from training.pipeline import (
     train,
     tune,
 )
-from training.registry import CHAMPION, load_by_alias, version_for_alias
-from training.tracking import FEATURE_SERVICE_TAG, tracking_client
 
 
 class LineConfig(StrictModel):

@@ -16,10 +16,10 @@ from tiny_configs import tiny_recommender_config
 
 from configs.settings import Settings
 from features.tables import read_table
+from tracking.registry import CHAMPION, load_by_alias
+from tracking.runs import configure_tracking, tracking_client
 from training.pipeline import TrainResult, train, tune
 from training.recommender import AFFINITY_FEATURES, FAMILY, USER_FEATURES, RecommenderConfig, RecommenderModel
-from training.registry import CHAMPION, load_by_alias
-from training.tracking import configure_tracking, tracking_client
 
 
 def small_config() -> RecommenderConfig:

@@ -19,8 +19,9 @@ from marketplace_worlds import build_world
 from retrain_toys import TRUE_SLOPE, LineConfig, LineFamily
 
 from configs.settings import MlflowSettings, Settings
+from tracking.registry import CHAMPION, previous_alias, version_for_alias
+from tracking.runs import tracking_client
 from training.pipeline import train
-from training.registry import CHAMPION, previous_alias, version_for_alias
 from training.retrain import (
     DECISION_TAG,
     STEP_TAG,
@@ -33,7 +34,6 @@ from training.retrain import (
     retrain_lock,
     sanity_problems,
 )
-from training.tracking import tracking_client
 
 # the most partitions one test takes (each test has a copy of the world of its own)
 HELD_DAYS = 2

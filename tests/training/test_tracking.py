@@ -21,7 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 from configs.settings import Settings
-from training.registry import (
+from tracking.registry import (
     alias_uri,
     load_by_alias,
     promote,
@@ -29,7 +29,7 @@ from training.registry import (
     set_alias,
     version_for_alias,
 )
-from training.tracking import (
+from tracking.runs import (
     FAMILY_TAG,
     FEATURE_SERVICE_TAG,
     configure_tracking,

@@ -112,9 +112,9 @@ def decide(
 
 def load_champion(family: Family, family_config: Any) -> Champion:
     """The serving champion as serving loads it, with its training run's start and metrics."""
-    from training.registry import CHAMPION, version_for_alias
+    from tracking.registry import CHAMPION, version_for_alias
+    from tracking.runs import tracking_client
     from training.retrain import load_served_model
-    from training.tracking import tracking_client
 
     version = version_for_alias(family.registered_model, CHAMPION)
     if version is None:
@@ -142,7 +142,7 @@ def monitor(
     log: bool = True,
 ) -> MonitorResult:
     """Feature drift, prediction drift and live accuracy of `family`'s champion; the decision."""
-    from training.tracking import configure_tracking
+    from tracking.runs import configure_tracking
 
     started = time.perf_counter()
     config = config or load_monitoring_config()
@@ -179,7 +179,7 @@ def log_monitor_run(
     import mlflow
     import polars as pl
 
-    from training.tracking import log_figure, log_metrics, log_params, log_table, tracked_run
+    from tracking.runs import log_figure, log_metrics, log_params, log_table, tracked_run
 
     tags = {
         SHOULD_RETRAIN_TAG: str(result.should_retrain).lower(),

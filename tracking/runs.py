@@ -6,7 +6,7 @@ settings give. Training code then works inside `tracked_run(...)` and records wh
 `log_*` helpers here. Every helper refuses to run outside a run, because MLflow would otherwise start
 a stray run in the default experiment without a word.
 
-Registration and aliases live in `training.registry`.
+Registration and aliases live in `tracking.registry`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def configure_tracking(settings: Settings) -> str:
 def tracking_client() -> mlflow.MlflowClient:
     """A client on the store chosen by `configure_tracking`; an error if it has not been called."""
     if _configured_uri is None:
-        raise RuntimeError("MLflow is not configured: call training.tracking.configure_tracking(settings)")
+        raise RuntimeError("MLflow is not configured: call tracking.runs.configure_tracking(settings)")
     return mlflow.MlflowClient(tracking_uri=_configured_uri, registry_uri=_configured_uri)
 
 

@@ -5,7 +5,7 @@ gives it a new version. Aliases name the versions that matter: serving loads
 `models:/<name>@champion`, and `promote` moves `champion` while pointing `previous_champion` at the
 version it replaced, so a rollback is `promote(name, previous.version)`.
 
-Call `training.tracking.configure_tracking(settings)` first (`tracked_run` does it); registering also
+Call `tracking.runs.configure_tracking(settings)` first (`tracked_run` does it); registering also
 needs an active run, so every version can be traced to the run, its parameters and its data lineage.
 """
 
@@ -28,7 +28,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.pyfunc import PyFuncModel, PythonModel
 
-from training.tracking import FAMILY_TAG, active_run_id, tracking_client
+from tracking.runs import FAMILY_TAG, active_run_id, tracking_client
 
 CHAMPION = "champion"
 PREVIOUS_PREFIX = "previous_"
