@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from configs.families import RECOMMENDER
 from configs.settings import Settings
 from features.contract import TABLES
 from features.tables import write_partition
@@ -364,18 +365,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         .select("user_id", "product_id", "market_id", "category", pl.col("event_ts").alias("event_timestamp"))
     )
     started = time.perf_counter()
-    training = historical_features(settings, labels, "recommendation")
+    training = historical_features(settings, labels, RECOMMENDER.feature_service)
     times.once(
         f"historical_features recommendation ({training.height:,} rows x {training.width} columns)", started
     )
 
     started = time.perf_counter()
-    online = online_features(settings, "recommendation", labels.head(100).drop("event_timestamp").to_dicts())
+    online = online_features(
+        settings, RECOMMENDER.feature_service, labels.head(100).drop("event_timestamp").to_dicts()
+    )
     times.once(f"online_features recommendation (100 rows, {len(online)} columns)", started)
 
     # one request at a time, as serving asks: the store and service looked up once
     store = feature_store(settings)
-    service = store.get_feature_service("recommendation")
+    service = store.get_feature_service(RECOMMENDER.feature_service)
     requests = labels.drop("event_timestamp").to_dicts()
     latencies = []
     for index in range(args.online_requests):

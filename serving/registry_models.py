@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tracking.registry import CHAMPION, RegisteredVersion, version_for_alias
+from models.served import ServedModel, contract_gaps
+from tracking.registry import CHAMPION, RegisteredVersion, load_served_model, version_for_alias
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class LoadedModel:
     name: str
     version: int
     run_id: str | None
-    python_model: Any  # the family's mlflow.pyfunc.PythonModel, with answer/online_entities/...
+    python_model: ServedModel  # the plain served model (models/<domain>/served.py)
     feature_service: str | None
     loaded_at: datetime
     load_seconds: float
@@ -62,17 +63,14 @@ class LoadedModel:
 
 
 def load_version(version: RegisteredVersion) -> LoadedModel:
-    import mlflow
-
     started = time.perf_counter()
-    python_model = mlflow.pyfunc.load_model(version.uri).unwrap_python_model()
-    for attribute in ("answer", "smoke_request", "online_entities"):
-        if not callable(getattr(python_model, attribute, None)):
-            raise TypeError(
-                f"{type(python_model).__name__} has no {attribute}(): "
-                "it does not follow the served-model contract"
-            )
-    description = python_model.describe() if callable(getattr(python_model, "describe", None)) else {}
+    python_model = load_served_model(version.uri)
+    gaps = contract_gaps(python_model)
+    if gaps:
+        raise TypeError(
+            f"{type(python_model).__name__} lacks {', '.join(gaps)}: not the served-model contract"
+        )
+    description = python_model.describe()
     return LoadedModel(
         name=version.name,
         version=version.version,

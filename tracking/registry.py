@@ -28,6 +28,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.pyfunc import PyFuncModel, PythonModel
 
+from models.served import ServedModel
 from tracking.runs import FAMILY_TAG, active_run_id, tracking_client
 
 CHAMPION = "champion"
@@ -158,6 +159,12 @@ def version_for_alias(name: str, alias: str) -> RegisteredVersion | None:
     if version is None:
         return None
     return _registered_version(client.get_model_version(name, str(version)))
+
+
+def load_served_model(uri: str) -> ServedModel:
+    """What serving holds: the plain served model inside a registered `models.pyfunc.ServedPyfunc`."""
+    unwrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    return getattr(unwrapped, "served", unwrapped)
 
 
 def load_by_alias(name: str, alias: str = CHAMPION) -> PyFuncModel:

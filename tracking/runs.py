@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # "data" marks the runs that record a data snapshot (ingest counts), not a model
-ModelFamily = Literal["recommendation", "forecasting", "bidding", "data"]
+ModelFamily = Literal[
+    "recommender", "forecaster", "bidder", "data"
+]  # configs/families.py names, and data jobs
 TableFormat = Literal["csv", "parquet", "json"]
 
 FAMILY_TAG = "tradewind.family"

@@ -47,6 +47,7 @@ from mlflow.pyfunc import PythonModel
 from pydantic import Field
 
 from configs import StrictModel
+from configs.families import BIDDER
 from configs.settings import Settings
 from models.bidding.auction import AuctionType, guard_bid
 from models.bidding.baselines import LambdaPrior
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FEATURE_SERVICE = "bidding"
+FEATURE_SERVICE = BIDDER.feature_service
 DQN_POLICY = "dqn"
 # the feature service's columns the click model reads (Feast `<view>__<feature>` names)
 CONTEXT_FEATURES: tuple[str, ...] = (
@@ -872,15 +873,19 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class BidderFamily:
-    name: Literal["bidding"] = "bidding"
-    command: str = "bidder"
-    registered_model: str = "tradewind-bidder"
-    config_name: str = "bidder"
+    names = BIDDER
+    name = BIDDER.name
+    registered_model = BIDDER.registered_model
+    config_name = BIDDER.config_name
+    feature_service = BIDDER.feature_service
     config_model: type[BidderConfig] = BidderConfig
     higher_is_better: bool = True
 
-    def feature_service(self, config: BidderConfig) -> str:
-        return FEATURE_SERVICE
+    @staticmethod
+    def live_check(settings: Settings, champion: Any, config: Any) -> Any:
+        from training.monitoring.live import check_bidder
+
+        return check_bidder(settings, champion, config)
 
     def training_set(self, settings: Settings, config: BidderConfig) -> TrainingSet:
         return training_set(settings, config)

@@ -42,6 +42,7 @@ from mlflow.pyfunc import PythonModel
 from pydantic import Field
 
 from configs import ConfigError, StrictModel
+from configs.families import FORECASTER
 from configs.settings import Settings
 from models.forecasting.series import FORECAST_VALUE_COLUMNS, SeriesSpec, complete_grid
 from training.pipeline import Evaluation, HoldoutComparison, Reporter, TrainedModel, TrainingSet
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FEATURE_SERVICE = "forecasting"
+FEATURE_SERVICE = FORECASTER.feature_service
 FAMILY_CONFIG = "configs/forecaster.yaml"
 SPEC = SeriesSpec(
     keys=("product_id", "market_id"),
@@ -1122,15 +1123,19 @@ def compare_on_holdout(
 
 @dataclass(frozen=True)
 class ForecasterFamily:
-    name: str = "forecasting"
-    command: str = "forecaster"
-    registered_model: str = "tradewind-forecaster"
-    config_name: str = "forecaster"
+    names = FORECASTER
+    name = FORECASTER.name
+    registered_model = FORECASTER.registered_model
+    config_name = FORECASTER.config_name
+    feature_service = FORECASTER.feature_service
     config_model: type[ForecasterConfig] = ForecasterConfig
     higher_is_better: bool = False  # MASE
 
-    def feature_service(self, config: ForecasterConfig) -> str:
-        return FEATURE_SERVICE
+    @staticmethod
+    def live_check(settings: Settings, champion: Any, config: Any) -> Any:
+        from training.monitoring.live import check_forecaster
+
+        return check_forecaster(settings, champion, config)
 
     def training_set(self, settings: Settings, config: ForecasterConfig) -> TrainingSet:
         return training_set(settings, config)

@@ -24,16 +24,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from configs import load_config
+from configs.families import FamilyName
 from configs.settings import Settings
 from models.terminal_progress import progress_on_terminal
 from tracking.registry import CHAMPION, RegisteredVersion, promote, register_model, set_alias
 from tracking.runs import (
-    ModelFamily,
     log_data_lineage,
     log_figure,
     log_metrics,
@@ -123,42 +123,47 @@ class NoHoldout(LookupError):
     trained, say); the retraining gate refuses the challenger with this message."""
 
 
-class Family(Protocol):
-    """What a model family provides; `training.recommender`, `.forecaster` and `.bidder` each
-    define one."""
+@dataclass(frozen=True)
+class Family:
+    """A model family as a record: its one name, its config, and the functions of its rooms
+    (`training/<name>/{data,fit,evaluate,gate,monitor}.py`); each family's `family.py` declares one.
+    The flow below (train, tune) and retraining, monitoring and the CLI are written once on it."""
 
-    name: ModelFamily  # the tracking tag: recommendation, forecasting, bidding
-    command: str  # the CLI noun: recommender, forecaster, bidder
-    registered_model: str  # the MLflow registry name serving loads: tradewind-<command>
-    config_name: str  # configs/<config_name>.yaml
+    names: FamilyName
     config_model: type[BaseModel]
     higher_is_better: bool  # of the primary metric: the tuning direction
+    # (settings, config) -> the training and holdout data, with lineage
+    training_set: Callable[[Settings, Any], TrainingSet]
+    # (training_set, config, params, report) -> a fitted, packaged model
+    fit: Callable[[TrainingSet, Any, Mapping[str, Any], Reporter | None], TrainedModel]
+    # (trained, training_set, config) -> holdout scores beside the baselines
+    evaluate: Callable[[TrainedModel, TrainingSet, Any], Evaluation]
+    # (config) -> the hyperparameters trained with unless tuned or given
+    default_params: Callable[[Any], dict[str, Any]]
+    # (trial, config) -> the hyperparameters Optuna may search
+    search_space: Callable[[optuna.Trial, Any], dict[str, Any]]
+    # (champion, challenger, challenger_params, training_set, config) -> both served models scored
+    # on the latest holdout of `training_set`, with the same metric; neither may have seen it
+    compare_on_holdout: Callable[[Any, Any, Mapping[str, Any], TrainingSet, Any], HoldoutComparison]
+    # (settings, champion, monitoring config) -> the champion's live accuracy and drift rows
+    live_check: Callable[..., Any]
 
-    def feature_service(self, config: Any) -> str: ...
+    @property
+    def name(self) -> str:
+        """The one name: CLI noun, MLflow family tag, config file, feature service."""
+        return self.names.name
 
-    def training_set(self, settings: Settings, config: Any) -> TrainingSet: ...
+    @property
+    def registered_model(self) -> str:
+        return self.names.registered_model
 
-    def fit(
-        self, training_set: TrainingSet, config: Any, params: Mapping[str, Any], report: Reporter | None
-    ) -> TrainedModel: ...
+    @property
+    def config_name(self) -> str:
+        return self.names.config_name
 
-    def evaluate(self, trained: TrainedModel, training_set: TrainingSet, config: Any) -> Evaluation: ...
-
-    def default_params(self, config: Any) -> dict[str, Any]: ...
-
-    def search_space(self, trial: optuna.Trial, config: Any) -> dict[str, Any]: ...
-
-    def compare_on_holdout(
-        self,
-        champion: PythonModel,
-        challenger: PythonModel,
-        challenger_params: Mapping[str, Any],
-        training_set: TrainingSet,
-        config: Any,
-    ) -> HoldoutComparison:
-        """Score the serving champion and a challenger, both as loaded from the registry, on the
-        latest holdout of `training_set`, with the same metric; neither may have seen it."""
-        ...
+    @property
+    def feature_service(self) -> str:
+        return self.names.feature_service
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ def train(
         chosen.update(best_tuned_params(settings, family))
     chosen.update(params or {})
     started = time.perf_counter()
-    with tracked_run(settings, run_name or f"train-{family.command}", family.name, nested=nested) as run:
+    with tracked_run(settings, run_name or f"train-{family.name}", family.name, nested=nested) as run:
         training_set = training_set or family.training_set(settings, config)
         _log_inputs(family, config, chosen, training_set)
         trained = family.fit(training_set, config, chosen, None)
@@ -240,7 +245,7 @@ def _set_aliases(name: str, version: RegisteredVersion, policy: PromotePolicy) -
 
 def _log_inputs(family: Family, config: Any, params: Mapping[str, Any], training_set: TrainingSet) -> None:
     log_params({"config": config, "params": dict(params)})
-    log_data_lineage(family.feature_service(config), training_set.lineage)
+    log_data_lineage(family.feature_service, training_set.lineage)
     if training_set.summary:
         log_metrics({"training_set": dict(training_set.summary)})
 
@@ -271,7 +276,7 @@ def study_storage(settings: Settings) -> str:
 
 
 def study_name(family: Family) -> str:
-    return f"tune-{family.command}"
+    return f"tune-{family.name}"
 
 
 @dataclass(frozen=True)
@@ -308,9 +313,9 @@ def tune(
         raise ValueError(f"--trials must be at least 1, got {trials}")
     config = config if config is not None else load_family_config(family)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tracked_run(settings, f"tune-{family.command}", family.name) as parent:
+    with tracked_run(settings, f"tune-{family.name}", family.name) as parent:
         training_set = family.training_set(settings, config)
-        log_data_lineage(family.feature_service(config), training_set.lineage)
+        log_data_lineage(family.feature_service, training_set.lineage)
         defaults = family.default_params(config)
         study_options = {
             "study_name": study_name(family),
@@ -355,7 +360,7 @@ def tune(
                 mlflow.set_tag(TUNED_ON_TAG, "holdout")
                 logger.warning(
                     "%s gives no validation score: trial %d is scored on the evaluation holdout",
-                    family.command,
+                    family.name,
                     trial.number,
                 )
                 return evaluation.primary
@@ -384,7 +389,7 @@ def best_tuned_params(settings: Settings, family: Family) -> dict[str, Any]:
         return dict(study.best_trial.params)
     except (KeyError, ValueError):
         raise LookupError(
-            f"no completed tuning trial for {family.command}: run `tradewind tune {family.command} "
+            f"no completed tuning trial for {family.name}: run `tradewind tune {family.name} "
             "--trials N` first"
         ) from None
 

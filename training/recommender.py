@@ -43,6 +43,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from configs import StrictModel
+from configs.families import RECOMMENDER
 from configs.settings import Settings
 from models.recommendation.base import NO_ITEM, Recommender, mask_scores, row_wise_dot, top_k_items
 from models.recommendation.baselines import EASE, ItemKNN, MostPopular
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FEATURE_SERVICE = "recommendation"
+FEATURE_SERVICE = RECOMMENDER.feature_service
 CONTRACT_TABLES = ("events", "users", "products", "listings", "markets")
 SECONDS_PER_DAY = 86_400.0
 
@@ -1475,15 +1476,19 @@ def _take(values: np.ndarray, positions: np.ndarray, axis: int) -> np.ndarray:
 
 
 class RecommenderFamily:
-    name = "recommendation"
-    command = "recommender"
-    registered_model = "tradewind-recommender"
-    config_name = "recommender"
+    names = RECOMMENDER
+    name = RECOMMENDER.name
+    registered_model = RECOMMENDER.registered_model
+    config_name = RECOMMENDER.config_name
+    feature_service = RECOMMENDER.feature_service
     config_model = RecommenderConfig
     higher_is_better = True
 
-    def feature_service(self, config: RecommenderConfig) -> str:
-        return FEATURE_SERVICE
+    @staticmethod
+    def live_check(settings: Settings, champion: Any, config: Any) -> Any:
+        from training.monitoring.live import check_recommender
+
+        return check_recommender(settings, champion, config)
 
     def training_set(self, settings: Settings, config: RecommenderConfig) -> TrainingSet:
         """Built from the contract and Feast; the last one is reused while the data folder, the

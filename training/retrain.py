@@ -42,7 +42,7 @@ from pydantic import Field
 
 from configs import StrictModel, load_config
 from configs.settings import Settings
-from tracking.registry import CHAMPION, RegisteredVersion, promote, version_for_alias
+from tracking.registry import CHAMPION, RegisteredVersion, load_served_model, promote, version_for_alias
 from tracking.runs import log_metrics, tracked_run, tracking_client
 from training.pipeline import Family, HoldoutComparison, NoHoldout, load_family_config, train
 
@@ -238,13 +238,6 @@ def _finite_numbers(value: Any, where: str = "answer") -> list[str]:
     return []
 
 
-def load_served_model(uri: str) -> Any:
-    """What serving holds: the family's PythonModel, loaded from the registry."""
-    import mlflow
-
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model()
-
-
 def sanity_problems(model: Any, timeout_s: float) -> tuple[list[str], float | None]:
     """Why a loaded model may not serve: its smoke request fails, is slow, or gives non-finite numbers."""
     started = time.perf_counter()
@@ -305,9 +298,9 @@ def run_gate(
     except Exception as error:  # e.g. a champion older than today's feature code: refuse, keep serving it
         reason = (
             f"the holdout comparison failed ({type(error).__name__}: {error}); the champion stays "
-            f"(`tradewind train {family.command} --promote` replaces it by hand)"
+            f"(`tradewind train {family.name} --promote` replaces it by hand)"
         )
-        logger.exception("retrain %s: holdout comparison failed", family.command)
+        logger.exception("retrain %s: holdout comparison failed", family.name)
         return GateDecision(False, (reason,), None, smoke_seconds)
     if not math.isfinite(comparison.challenger):
         reason = f"the challenger's {comparison.metric} on the holdout is {comparison.challenger}"
@@ -369,27 +362,27 @@ def retrain(
     started = time.perf_counter()
     config = config if config is not None else load_family_config(family)
     retrain_config = retrain_config or load_config("retrain", RetrainConfig)
-    gate = retrain_config.gate_for(family.command)
-    with retrain_lock(settings, family.command) as lock:
+    gate = retrain_config.gate_for(family.name)
+    with retrain_lock(settings, family.name) as lock:
         from tracking.runs import configure_tracking
 
         configure_tracking(settings)
         _close_killed_run(lock["previous"])
-        partition = partition or next_partition(settings, family.command)
+        partition = partition or next_partition(settings, family.name)
         if partition is not None and not any(settings.raw_dir.glob(f"*/{partition}.*")):
             raise FileNotFoundError(f"{settings.raw_dir}: no raw files for partition {partition!r}")
         key = {
-            "model": family.command,
+            "model": family.name,
             "partition": partition,
             "partition_digest": partition_digest(settings, partition),
             "config_digest": _config_digest(config, gate, params, use_tuned),
         }
         if not force:
-            for entry in reversed(ledger_entries(settings, family.command, finished_only=True)):
+            for entry in reversed(ledger_entries(settings, family.name, finished_only=True)):
                 if all(entry.get(name) == value for name, value in key.items()):
                     champion = version_for_alias(family.registered_model, CHAMPION)
                     return RetrainResult(
-                        family.command,
+                        family.name,
                         partition,
                         "skipped",
                         (
@@ -402,7 +395,7 @@ def retrain(
                         seconds=time.perf_counter() - started,
                     )
         tags = {PARTITION_TAG: partition or "none"}
-        with tracked_run(settings, f"retrain-{family.command}", family.name, tags=tags) as parent:
+        with tracked_run(settings, f"retrain-{family.name}", family.name, tags=tags) as parent:
             import mlflow
 
             lock["state"]["run_id"] = parent.info.run_id
@@ -411,7 +404,7 @@ def retrain(
 
             def step(name: str) -> None:
                 mlflow.set_tag(STEP_TAG, name)
-                logger.info("retrain %s: %s", family.command, name)
+                logger.info("retrain %s: %s", family.name, name)
 
             if partition is not None:
                 step("ingest")
@@ -438,7 +431,7 @@ def retrain(
                 use_tuned=use_tuned,
                 promote_policy="never",
                 training_set=training_set,
-                run_name=f"challenger-{family.command}",
+                run_name=f"challenger-{family.name}",
                 nested=True,
             )
             challenger = result.version
@@ -490,7 +483,7 @@ def retrain(
             _append_ledger(settings, entry)
             comparison = decision.comparison
             return RetrainResult(
-                family.command,
+                family.name,
                 partition,
                 verdict,
                 decision.reasons,

@@ -19,6 +19,7 @@ import polars as pl
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Bool, FeastType, Float64, Int64, String
 
+from configs.families import BIDDER, FORECASTER, RECOMMENDER
 from features.transforms.build import feature_table_path
 from features.transforms.specs import (
     CREATED_TIMESTAMP,
@@ -42,19 +43,24 @@ ENTITY_DESCRIPTIONS = {
 # Which feature views each model family reads. The entity columns a training set needs follow
 # from them: recommendation needs user_id, product_id, market_id and the candidate's category.
 SERVICE_VIEWS = {
-    "recommendation": (
+    RECOMMENDER.feature_service: (
         "user_activity",
         "user_category_affinity",
         "product_catalog",
         "product_market_popularity",
     ),
-    "forecasting": ("product_market_demand", "product_market_popularity", "market_daily", "product_catalog"),
-    "bidding": ("campaign_stats", "market_daily"),
+    FORECASTER.feature_service: (
+        "product_market_demand",
+        "product_market_popularity",
+        "market_daily",
+        "product_catalog",
+    ),
+    BIDDER.feature_service: ("campaign_stats", "market_daily"),
 }
 SERVICE_DESCRIPTIONS = {
-    "recommendation": "Ranking features for (user, product, market) candidates",
-    "forecasting": "Demand history and context per product x market",
-    "bidding": "Campaign auction statistics and market context",
+    RECOMMENDER.feature_service: "Ranking features for (user, product, market) candidates",
+    FORECASTER.feature_service: "Demand history and context per product x market",
+    BIDDER.feature_service: "Campaign auction statistics and market context",
 }
 
 _FEAST_TYPES: dict[type[pl.DataType], FeastType] = {

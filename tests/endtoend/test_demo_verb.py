@@ -15,7 +15,7 @@ from endtoend_world import BIDDER, FORECASTER, RECOMMENDER, Demo
 
 pytestmark = pytest.mark.slow
 
-FAMILIES = {RECOMMENDER: "recommendation", FORECASTER: "forecasting", BIDDER: "bidding"}
+FAMILIES = {RECOMMENDER: "recommender", FORECASTER: "forecaster", BIDDER: "bidder"}
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,7 @@ def test_candidates_sharing_a_user_and_time_and_labels_before_any_row_are_all_ke
 ) -> None:
     """What a ranking training set needs, and what Feast's `file` offline store got wrong in 0.67:
     several candidates of one user at one moment, and labels older than any feature row."""
-    keys = service_keys("recommendation")
+    keys = service_keys("recommender")
     candidates = list(itertools.product(*(KEY_VALUES[key] for key in keys if key != "user_id")))
     times = label_times(store_settings)
     rows = [
@@ -199,7 +199,7 @@ def test_candidates_sharing_a_user_and_time_and_labels_before_any_row_are_all_ke
         for candidate in candidates
     ]
     labels = pl.DataFrame(rows).select(*keys, pl.col("event_timestamp").cast(pl.Datetime("us", "UTC")))
-    outcomes = assert_point_in_time(store_settings, "recommendation", labels)
+    outcomes = assert_point_in_time(store_settings, "recommender", labels)
     assert outcomes["empty"] > 0 and outcomes["joined"] > 0
 
 
@@ -217,11 +217,11 @@ def test_of_two_rows_with_one_timestamp_the_one_created_last_wins(store_settings
         {"user_id": ["u1"], "product_id": ["p1"], "market_id": ["US"], "category": ["c1"]}
     ).with_columns(pl.lit(stamp + timedelta(hours=1)).alias("event_timestamp"))
 
-    training = historical_features(store_settings, labels, "recommendation")
+    training = historical_features(store_settings, labels, "recommender")
     assert training["user_activity__views_7d"].to_list() == [int(stamp.timestamp()) + 1]
 
     materialize(store_settings)
-    online = online_features(store_settings, "recommendation", labels.drop("event_timestamp").to_dicts())
+    online = online_features(store_settings, "recommender", labels.drop("event_timestamp").to_dicts())
     assert online["user_activity__carts_7d"] == [int(stamp.timestamp()) + 1]
 
 
@@ -230,7 +230,7 @@ def test_materialize_then_online_features_are_the_latest_offline_values(store_se
     users = summary_of(summary, "user_activity")
     assert (users.rows, users.entities) == (2 * ROWS_PER_KEY, 2)
 
-    online = online_features(store_settings, "bidding", [{"campaign_id": "k1", "market_id": "JP"}])
+    online = online_features(store_settings, "bidder", [{"campaign_id": "k1", "market_id": "JP"}])
     latest = (
         pl.read_parquet(store_settings.feature_dir / "campaign_stats.parquet")
         .sort("event_timestamp")
@@ -240,8 +240,8 @@ def test_materialize_then_online_features_are_the_latest_offline_values(store_se
     assert online["campaign_stats__avg_market_price_7d"] == [latest["avg_market_price_7d"]]
 
     rows = [{"user_id": "u2", "product_id": "p1", "market_id": "JP", "category": "c2"}]
-    online = online_features(store_settings, "recommendation", rows)
-    for view in SERVICE_VIEWS["recommendation"]:
+    online = online_features(store_settings, "recommender", rows)
+    for view in SERVICE_VIEWS["recommender"]:
         spec = FEATURE_TABLES[view]
         table = pl.read_parquet(store_settings.feature_dir / f"{view}.parquet")
         newest = (
@@ -272,7 +272,7 @@ def test_incremental_materialize_loads_only_new_rows(store_settings: Settings) -
     assert all(item.rows == 0 for item in summary.views if item.name != "user_activity")
     online = online_features(
         store_settings,
-        "recommendation",
+        "recommender",
         [{"user_id": "u1", "product_id": "p1", "market_id": "US", "category": "c1"}],
     )
     assert online["user_activity__views_7d"] == [int(february.timestamp())]
@@ -291,7 +291,7 @@ def test_apply_reports_objects_and_removes_views_no_longer_defined(store_setting
     assert "obsolete_view" in {view.name for view in feature_store(store_settings).list_feature_views()}
 
     applied = apply_definitions(store_settings)
-    assert "feature_service recommendation" in applied and "entity campaign" in applied
+    assert "feature_service recommender" in applied and "entity campaign" in applied
     assert "deleted feature_view obsolete_view" in applied
     store = feature_store(store_settings)
     assert sorted(view.name for view in store.list_feature_views()) == sorted(FEATURE_TABLES)

@@ -152,7 +152,7 @@ class TinyForecaster(mlflow.pyfunc.PythonModel):
 class TinyBidder(mlflow.pyfunc.PythonModel):
     """Bids a fixed share of the daily budget, capped by what is left; pCTR from the online store."""
 
-    feature_service = "bidding"
+    feature_service = "bidder"
 
     def __init__(self, campaign_markets: dict[str, str], budget_share: float = 0.07) -> None:
         self.campaign_markets = dict(campaign_markets)

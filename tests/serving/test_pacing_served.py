@@ -140,7 +140,7 @@ def test_concurrent_bids_on_two_replicas_never_overspend_redis(
     example = served_models.pd.DataFrame(
         [{"campaign_id": budget_day.campaign_id, "budget": 100.0, "spent": 10.0}]
     )
-    promote(registered, world.register(registered, bidder, example, "bidding"))
+    promote(registered, world.register(registered, bidder, example, "bidder"))
     settings = world.settings.model_copy(
         update={
             "mode": "scaleout",

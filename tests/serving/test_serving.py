@@ -108,7 +108,7 @@ def test_endpoints_answer_from_registered_models(serving_world: ServingWorld, bu
     from features.store import online_features
 
     market = world.campaigns[campaign][0]
-    stored = online_features(world.settings, "bidding", [{"campaign_id": campaign, "market_id": market}])
+    stored = online_features(world.settings, "bidder", [{"campaign_id": campaign, "market_id": market}])
     expected = {name: values[0] for name, values in stored.items()}
     assert answer["online"] == expected
     assert sum(value is not None for value in expected.values()) > 5  # real values, not an empty row
@@ -247,7 +247,7 @@ def test_live_promotion_is_picked_up_without_failed_requests(serving_world: Serv
     world = serving_world
     before = serving_the_champion(world)
     new = world.register(
-        RECOMMENDER, world.recommender("v2"), served_models.TinyRecommender.input_example(), "recommendation"
+        RECOMMENDER, world.recommender("v2"), served_models.TinyRecommender.input_example(), "recommender"
     )
     with Loop(world) as loop:
         wait_until(lambda: len(loop.responses) >= 5, what="the client loop to start")
@@ -272,7 +272,7 @@ def test_challenger_gets_its_share_and_is_named(serving_world: ServingWorld) -> 
         RECOMMENDER,
         world.recommender("challenger"),
         served_models.TinyRecommender.input_example(),
-        "recommendation",
+        "recommender",
     )
     set_alias(RECOMMENDER, "challenger", previous)
     try:
@@ -310,13 +310,13 @@ def test_a_model_that_cannot_load_or_answer_is_never_swapped_in(serving_world: S
         RECOMMENDER,
         world.recommender("broken", served_models.BrokenAnswer),
         served_models.TinyRecommender.input_example(),
-        "recommendation",
+        "recommender",
     )
     unloadable = world.register(
         RECOMMENDER,
         world.recommender("unloadable"),
         served_models.TinyRecommender.input_example(),
-        "recommendation",
+        "recommender",
     )
     _corrupt_model_files(world, unloadable)
     with Loop(world) as loop:

@@ -68,15 +68,15 @@ def registered_world(
     world = ServingWorld(settings, "", httpx.Client(timeout=30.0), markets, products, users, campaigns)
 
     rec = world.register(
-        RECOMMENDER, world.recommender("v1", recommender), recommender.input_example(), "recommendation"
+        RECOMMENDER, world.recommender("v1", recommender), recommender.input_example(), "recommender"
     )
     promote(RECOMMENDER, rec)
     forecaster = served_models.TinyForecaster(markets, products)
     example = pd.DataFrame([{"product_id": products[0], "market": markets[0]}])
-    promote(FORECASTER, world.register(FORECASTER, forecaster, example, "forecasting"))
+    promote(FORECASTER, world.register(FORECASTER, forecaster, example, "forecaster"))
     bidder = served_models.TinyBidder({cid: market for cid, (market, _) in campaigns.items()})
     bid_example = pd.DataFrame([{"campaign_id": next(iter(campaigns)), "budget": 100.0, "spent": 10.0}])
-    promote(BIDDER, world.register(BIDDER, bidder, bid_example, "bidding"))
+    promote(BIDDER, world.register(BIDDER, bidder, bid_example, "bidder"))
     return world
 
 

@@ -73,7 +73,7 @@ def newer(gate_world: GateWorld) -> Models:
     rebuilt, and a challenger trained on the newer data; both loaded back from the registry."""
     from features.ingest import ingest
     from features.transforms import build_feature_tables
-    from training.retrain import load_served_model
+    from tracking.registry import load_served_model
 
     settings, config = gate_world.settings, _config()
     champion = train(settings, FAMILY, config, params=CRIPPLED)

@@ -22,12 +22,12 @@ from tiny_configs import TINY_BIDDER, tiny_recommender_config
 
 from configs import validate_config
 from configs.settings import MlflowSettings, Settings
-from tracking.registry import CHAMPION, version_for_alias
+from tracking.registry import CHAMPION, load_served_model, version_for_alias
 from tracking.runs import configure_tracking, tracking_client
 from training import bidder, recommender
 from training.evaluation.ranking import relevant_items
 from training.pipeline import TrainingSet, TrainResult, train
-from training.retrain import DECISION_TAG, load_served_model, retrain
+from training.retrain import DECISION_TAG, retrain
 
 HELD_DAYS = 2
 # the recommender's ranker learned nothing (one tree that may not split: every candidate ties) and

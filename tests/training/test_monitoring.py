@@ -210,7 +210,7 @@ def test_undrifted_world_needs_no_retrain(world: World, command: str) -> None:
 
     run = tracking_client().get_run(result.run_id)
     assert run.info.run_name == f"monitor-{command}"
-    assert run.data.tags["tradewind.family"] in ("recommendation", "forecasting")
+    assert run.data.tags["tradewind.family"] in ("recommender", "forecaster")
     assert run.data.tags["tradewind.monitor.should_retrain"] == "false"
     assert run.data.metrics["should_retrain"] == 0.0
     assert run.data.metrics[f"psi.{scored[0].name}"] == pytest.approx(scored[0].psi)
@@ -278,7 +278,7 @@ def test_injected_feature_drift_triggers_a_retrain(world: World, tmp_path: Path)
     from training.cli import app
     from training.monitoring.drift import feature_drift
 
-    _, span = feature_drift(world.settings, "recommendation", load_monitoring_config())
+    _, span = feature_drift(world.settings, "recommender", load_monitoring_config())
     drifted = _copy(world, "drifted")
     path = feature_table_path(drifted.feature_dir, "user_activity")
     in_current = pl.col("event_timestamp") > span.current_start

@@ -49,15 +49,13 @@ class Line(mlflow.pyfunc.PythonModel):
 class LineFamily:
     """Fits y = slope * x by shrunk least squares; `shrink` is the hyperparameter tuned."""
 
-    name = "forecasting"
-    command = "line"
+    name = "forecaster"  # a known family tag; the registered model below is the toy\'s own
     registered_model = "tradewind-test-line"
     config_name = "unused"
     config_model = LineConfig
     higher_is_better = False
 
-    def feature_service(self, config: LineConfig) -> str:
-        return "forecasting"
+    feature_service = "forecaster"
 
     def training_set(self, settings: Settings, config: LineConfig) -> TrainingSet:
         rng = np.random.default_rng(0)
@@ -113,7 +111,7 @@ def test_first_version_becomes_champion_and_later_ones_challengers(settings: Set
 
     run = tracking_client().get_run(first.run_id)
     assert run.data.params["params.shrink"] == "0.5"
-    assert run.data.tags[FEATURE_SERVICE_TAG] == "forecasting"
+    assert run.data.tags[FEATURE_SERVICE_TAG] == "forecaster"
     assert run.data.metrics["line.mae"] == pytest.approx(first.evaluation.primary)
     assert run.data.metrics["training_set.rows"] == 40
     history = tracking_client().get_metric_history(first.run_id, "learning_curve.error")
@@ -135,7 +133,7 @@ def test_promote_always_moves_the_champion(settings: Settings) -> None:
 
 def test_tuning_resumes_its_study_and_trains_with_the_best_trial(settings: Settings) -> None:
     family = LineFamily()
-    with pytest.raises(LookupError, match="tradewind tune line"):
+    with pytest.raises(LookupError, match="tradewind tune forecaster"):
         best_tuned_params(settings, family)
     first = tune(settings, family, 3, LineConfig())
     again = tune(settings, family, 3, LineConfig())

@@ -78,7 +78,7 @@ def test_train_registers_the_champion_with_finite_metrics(trained: tuple[Setting
     assert any(name.startswith("market.") for name in metrics)
     assert all(math.isfinite(value) for value in metrics.values())
     assert result.evaluation.primary == pytest.approx(metrics["tradewind.ndcg_at_10"])
-    assert run.data.tags["tradewind.feature_service"] == "recommendation"
+    assert run.data.tags["tradewind.feature_service"] == "recommender"
     artifacts = {item.path for item in tracking_client().list_artifacts(result.run_id, "plots")}
     assert {"plots/recall_at_k.png", "plots/ndcg_by_market.png"} <= artifacts
 
@@ -204,12 +204,12 @@ def test_historical_features_can_keep_some_views_of_the_service(tiny_marketplace
 
     users = read_table(tiny_marketplace.contract_dir, "users")["user_id"].head(3).to_list()
     rows = pl.DataFrame({"user_id": users, "event_timestamp": [datetime(2026, 10, 1, tzinfo=UTC)] * 3})
-    frame = historical_features(tiny_marketplace, rows, "recommendation", views=["user_activity"])
+    frame = historical_features(tiny_marketplace, rows, "recommender", views=["user_activity"])
     features = [name for name in frame.columns if "__" in name]
     assert features and all(name.startswith("user_activity__") for name in features)
     assert frame["user_id"].to_list() == users
     with pytest.raises(ValueError, match="no feature view 'campaign_stats'"):
-        historical_features(tiny_marketplace, rows, "recommendation", views=["campaign_stats"])
+        historical_features(tiny_marketplace, rows, "recommender", views=["campaign_stats"])
 
 
 def test_benchmark_names_a_missing_column_of_an_interactions_file(

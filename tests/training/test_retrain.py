@@ -61,7 +61,7 @@ def settings(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Se
         data_dir=tmp_path / "data", mlflow=MlflowSettings(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
     )
     apply_definitions(settings)  # the copied Feast registry's views read the copy's feature tables
-    assert ledger_entries(settings) == [] and next_partition(settings, "line") is not None
+    assert ledger_entries(settings) == [] and next_partition(settings, "forecaster") is not None
     return settings
 
 
@@ -75,7 +75,7 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(settings: Set
     first = train(settings, family, LineConfig(), params=BAD)
     assert _champion(family) == first.version.version
 
-    partition = next_partition(settings, "line")
+    partition = next_partition(settings, "forecaster")
     better = retrain(settings, family, config=LineConfig(), params=GOOD)
     assert better.partition == partition, "takes the oldest raw partition not ingested yet"
     assert better.decision == "promoted", better.reasons
@@ -101,7 +101,7 @@ def test_gate_promotes_a_better_challenger_and_refuses_a_worse_one(settings: Set
     assert parent.data.metrics["gate.challenger"] == pytest.approx(worse.challenger_score)
     assert [artifact.path for artifact in client.list_artifacts(worse.run_id)] == ["gate.json"]
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{worse.run_id}'")
-    assert [child.info.run_name for child in children] == ["challenger-line"]
+    assert [child.info.run_name for child in children] == ["challenger-forecaster"]
 
 
 def test_a_challenger_must_beat_the_champion_by_the_margin(settings: Settings) -> None:
@@ -117,7 +117,7 @@ def test_a_challenger_must_beat_the_champion_by_the_margin(settings: Settings) -
 def test_the_same_partition_twice_is_done_once(settings: Settings) -> None:
     family = LineFamily()
     train(settings, family, LineConfig(), params=BAD)
-    partition = next_partition(settings, "line") or "generated"
+    partition = next_partition(settings, "forecaster") or "generated"
     first = retrain(settings, family, config=LineConfig(), params=GOOD, partition=partition)
     versions = len(tracking_client().search_model_versions(f"name = '{family.registered_model}'"))
     again = retrain(settings, family, config=LineConfig(), params=GOOD, partition=partition)
@@ -127,7 +127,7 @@ def test_the_same_partition_twice_is_done_once(settings: Settings) -> None:
     assert _champion(family) == first.champion_version
     forced = retrain(settings, family, config=LineConfig(), params=GOOD, partition=partition, force=True)
     assert forced.decision == "refused", "the same model again is no better than itself"
-    decisions = [entry["decision"] for entry in ledger_entries(settings, "line", finished_only=True)]
+    decisions = [entry["decision"] for entry in ledger_entries(settings, "forecaster", finished_only=True)]
     assert decisions == ["promoted", "refused"]
 
 
@@ -147,11 +147,11 @@ def test_a_step_that_fails_leaves_the_champion_and_says_which_step(settings: Set
     with pytest.raises(ValueError, match="NaN"):  # the shared flow refuses a NaN metric
         retrain(settings, family, config=LineConfig(), params={"shrink": 0.0, "nan": True})
     assert _champion(family) == champion
-    (started,) = ledger_entries(settings, "line")
+    (started,) = ledger_entries(settings, "forecaster")
     client = tracking_client()
     failed = client.get_run(started["run_id"])
     assert failed.info.status == "FAILED" and failed.data.tags[STEP_TAG] == "train"
-    assert next_partition(settings, "line") == started["partition"], "the failed partition is retried"
+    assert next_partition(settings, "forecaster") == started["partition"], "the failed partition is retried"
 
 
 def test_a_corrupt_challenger_artifact_is_refused_and_the_champion_stays(
@@ -181,10 +181,10 @@ def test_a_corrupt_challenger_artifact_is_refused_and_the_champion_stays(
 
 
 def test_two_runs_of_one_model_never_overlap(settings: Settings) -> None:
-    with retrain_lock(settings, "line"), pytest.raises(RetrainLocked, match="already running"):
+    with retrain_lock(settings, "forecaster"), pytest.raises(RetrainLocked, match="already running"):
         retrain(settings, LineFamily(), config=LineConfig())
     # another model is not held up
-    with retrain_lock(settings, "line"), retrain_lock(settings, "other"):
+    with retrain_lock(settings, "forecaster"), retrain_lock(settings, "other"):
         pass
 
 
@@ -223,8 +223,8 @@ def test_a_retrain_killed_mid_way_leaves_the_champion_and_the_next_run_succeeds(
         if child.poll() is None:
             child.kill()
     assert _champion(family) == champion, "a killed retrain leaves the champion"
-    assert ledger_entries(settings, "line", finished_only=True) == [], "an unfinished run is not done"
-    (started,) = ledger_entries(settings, "line")
+    assert ledger_entries(settings, "forecaster", finished_only=True) == [], "an unfinished run is not done"
+    (started,) = ledger_entries(settings, "forecaster")
 
     flag.unlink()
     result = retrain(settings, family, config=LineConfig(), params=GOOD)

@@ -74,7 +74,7 @@ def register_multiplier(settings: Settings, name: str, factor: float, tmp_path: 
     factor_file = tmp_path / f"factor-{factor}.txt"
     factor_file.write_text(str(factor))
     frame = pd.DataFrame({"quantity": [1.0, 2.0, 4.0]})
-    with tracked_run(settings, f"train-{name}", family="forecasting"):
+    with tracked_run(settings, f"train-{name}", family="forecaster"):
         version = register_model(
             name,
             Multiplier(),
@@ -101,7 +101,7 @@ def test_configure_tracking_is_idempotent_and_keeps_everything_local(settings: S
 def test_run_records_params_metrics_figure_table_and_lineage(settings: Settings) -> None:
     fig, axis = plt.subplots()
     axis.plot([1, 2, 3], [3, 1, 2])
-    with tracked_run(settings, "forecast-baseline", family="forecasting", tags={"country": "DE"}) as run:
+    with tracked_run(settings, "forecast-baseline", family="forecaster", tags={"country": "DE"}) as run:
         log_params({"trainer": TrainerConfig(), "data": {"horizon": {"days": 28}}, "seed": 7})
         log_metrics({"val": {"mape": 0.12, "rmse": np.float32(3.5)}}, step=2)
         figure_path = log_figure(fig, "residuals")
@@ -121,7 +121,7 @@ def test_run_records_params_metrics_figure_table_and_lineage(settings: Settings)
         "seed": "7",
     }
     assert recorded.data.metrics == {"val.mape": 0.12, "val.rmse": 3.5}
-    assert recorded.data.tags[FAMILY_TAG] == "forecasting"
+    assert recorded.data.tags[FAMILY_TAG] == "forecaster"
     assert recorded.data.tags["country"] == "DE"
     assert recorded.data.tags[FEATURE_SERVICE_TAG] == "forecasting_v1"
     assert recorded.data.tags["tradewind.snapshot.prices"] == "2026-11-01,2026-11-02"
@@ -142,7 +142,7 @@ def test_run_records_params_metrics_figure_table_and_lineage(settings: Settings)
 
 def test_nan_metric_is_refused_by_name_and_nothing_is_logged(settings: Settings) -> None:
     with (
-        tracked_run(settings, "broken-eval", family="bidding") as run,
+        tracked_run(settings, "broken-eval", family="bidder") as run,
         pytest.raises(ValueError, match=r"metric 'eval\.roi' is NaN"),
     ):
         log_metrics({"clicks": 3, "eval": {"roi": float("nan")}})
@@ -161,7 +161,7 @@ def test_registered_pyfunc_loads_by_alias_and_predicts(settings: Settings, tmp_p
 
     champion = version_for_alias("demand-toy", "champion")
     assert champion is not None
-    assert (champion.version, champion.family, champion.aliases) == (version, "forecasting", ("champion",))
+    assert (champion.version, champion.family, champion.aliases) == (version, "forecaster", ("champion",))
     assert champion.uri == f"models:/demand-toy/{version}"
     model = load_by_alias("demand-toy", "champion")
     assert model.metadata.get_input_schema().input_names() == ["quantity"]
@@ -202,13 +202,13 @@ def test_lightgbm_booster_registers_and_serves_like_a_pyfunc(settings: Settings)
     booster = lightgbm.train(
         {"verbose": -1, "num_leaves": 4, "min_data_in_leaf": 5}, lightgbm.Dataset(features, target), 5
     )
-    with tracked_run(settings, "lgbm", family="recommendation"):
+    with tracked_run(settings, "lgbm", family="recommender"):
         version = register_model("ranker-toy", booster, input_example=features.head(3))
     promote("ranker-toy", version.version)
 
     served = load_by_alias("ranker-toy")
     np.testing.assert_allclose(served.predict(features.head(5)), booster.predict(features.head(5)))
-    assert version.family == "recommendation"
+    assert version.family == "recommender"
 
 
 class FailsAfterLoading(mlflow.pyfunc.PythonModel):
@@ -224,7 +224,7 @@ class FailsAfterLoading(mlflow.pyfunc.PythonModel):
 def test_model_that_breaks_once_saved_is_not_registered(settings: Settings) -> None:
     frame = pd.DataFrame({"quantity": [1.0]})
     with (
-        tracked_run(settings, "broken-model", family="forecasting"),
+        tracked_run(settings, "broken-model", family="forecaster"),
         pytest.raises(RuntimeError, match="fails on its input example once saved and loaded"),
     ):
         register_model("demand-broken", FailsAfterLoading(), input_example=frame, output_example=frame)

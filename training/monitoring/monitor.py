@@ -24,7 +24,7 @@ from typing import Any
 from configs.settings import Settings
 from training.monitoring.config import MonitoringConfig, load_monitoring_config
 from training.monitoring.drift import DriftRow, WindowSpan, feature_drift
-from training.monitoring.live import CHECKS, Champion, LiveAccuracy
+from training.monitoring.live import Champion, LiveAccuracy
 from training.pipeline import Family, load_family_config
 
 SHOULD_RETRAIN_TAG = "tradewind.monitor.should_retrain"
@@ -119,7 +119,7 @@ def load_champion(family: Family, family_config: Any) -> Champion:
     version = version_for_alias(family.registered_model, CHAMPION)
     if version is None:
         raise NoChampion(
-            f"{family.registered_model}: no champion to monitor yet (tradewind train {family.command})"
+            f"{family.registered_model}: no champion to monitor yet (tradewind train {family.name})"
         )
     metrics: dict[str, float] = {}
     trained_at = None
@@ -128,9 +128,7 @@ def load_champion(family: Family, family_config: Any) -> Champion:
         metrics = dict(run.data.metrics)
         trained_at = datetime.fromtimestamp(run.info.start_time / 1000, UTC)
     model = load_served_model(version.uri)
-    return Champion(
-        family.command, version.version, version.run_id, trained_at, metrics, model, family_config
-    )
+    return Champion(family.name, version.version, version.run_id, trained_at, metrics, model, family_config)
 
 
 def monitor(
@@ -149,11 +147,11 @@ def monitor(
     family_config = family_config if family_config is not None else load_family_config(family)
     configure_tracking(settings)
     champion = load_champion(family, family_config)
-    features, span = feature_drift(settings, family.feature_service(family_config), config)
-    check = CHECKS[family.command](settings, champion, config)
+    features, span = feature_drift(settings, family.feature_service, config)
+    check = family.live_check(settings, champion, config)
     should_retrain, reasons = decide(features, check.predictions, check.live, config)
     result = MonitorResult(
-        family.command,
+        family.name,
         champion.version,
         span,
         features,
