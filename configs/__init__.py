@@ -6,6 +6,7 @@ validation failure into one `ConfigError` line per problem, naming the file and 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +15,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 CONFIG_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = CONFIG_DIR.parent
+# a source checkout (configs/ beside pyproject.toml) keeps its data in the checkout; an installed
+# wheel's configs/ sits in site-packages, which is no place for data
+SOURCE_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
+
+
+def data_home() -> Path:
+    """Where relative data folders count from: the checkout, or for an installed package the
+    user's data folder ($XDG_DATA_HOME/tradewind, by default ~/.local/share/tradewind)."""
+    if SOURCE_CHECKOUT:
+        return PROJECT_ROOT
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "tradewind"
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

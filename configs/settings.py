@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from configs import PROJECT_ROOT, StrictModel, load_config, validate_config
+from configs import StrictModel, data_home, load_config, validate_config
 
 
 class MlflowSettings(StrictModel):
@@ -38,8 +38,9 @@ class Settings(StrictModel):
 
     @property
     def root(self) -> Path:
-        """The data folder, absolute: relative paths count from the project root."""
-        path = self.data_dir if self.data_dir.is_absolute() else PROJECT_ROOT / self.data_dir
+        """The data folder, absolute: relative paths count from the project root in a checkout,
+        from the user's data folder when installed (`configs.data_home`)."""
+        path = self.data_dir if self.data_dir.is_absolute() else data_home() / self.data_dir
         return path.resolve()
 
     def for_dataset(self, name: str) -> Settings:

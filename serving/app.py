@@ -29,6 +29,7 @@ from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from configs import ConfigError, validate_config
+from configs.families import BIDDER, FORECASTER, RECOMMENDER, FamilyName
 from configs.settings import Settings
 from serving.online import OnlineFeatures
 from serving.registry_models import LoadedModel, Poller, ServedModels, limit_registry_calls
@@ -43,16 +44,20 @@ from serving.schemas import (
     field_of_message,
 )
 from serving.settings import AppArgs, EndpointSettings, endpoint_settings
+from tracking.registry import CHALLENGER, CHAMPION
 
 logger = logging.getLogger("tradewind.serving")
 
-CHAMPION = "champion"
 # what a model's answer must contain, per endpoint (checked on its smoke request before a swap)
-ANSWER_KEYS = {"recommend": ("items", "cold_start"), "forecast": ("market", "forecasts"), "bid": ("bid",)}
+ANSWER_KEYS = {
+    RECOMMENDER.endpoint: ("items", "cold_start"),
+    FORECASTER.endpoint: ("market", "forecasts"),
+    BIDDER.endpoint: ("bid",),
+}
 # calls answered again by another replica when theirs dies mid-request (killed, crashed, its node
 # lost): answering twice is harmless for these. Never a bid or an outcome: each one reserves or
 # settles budget, and the dead replica may have done so before it died.
-RETRIED_ON_REPLICA_DEATH = frozenset({("recommend", "handle"), ("forecast", "handle")})
+RETRIED_ON_REPLICA_DEATH = frozenset({(RECOMMENDER.endpoint, "handle"), (FORECASTER.endpoint, "handle")})
 LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2500]
 
 
@@ -78,20 +83,20 @@ class Prepared:
 class ModelEndpoint:
     """One endpoint's deployment: served models by alias, online features, batched answers."""
 
-    endpoint: ClassVar[str]
-    registered_model: ClassVar[str]
+    family: ClassVar[FamilyName]  # the endpoint and the registered model follow from its name
 
     def __init__(self, settings: Settings, registered_model: str | None = None) -> None:
         from tracking.runs import configure_tracking
 
         logging.getLogger("tradewind").setLevel(logging.INFO)
         self.settings = settings
+        self.endpoint = self.family.endpoint
         self.config = EndpointSettings()
         self.replica = _replica_name()
         limit_registry_calls(self.config.registry_timeout_s, self.config.registry_retries)
         configure_tracking(settings)
         self.features = OnlineFeatures(settings)
-        self.models = ServedModels(registered_model or self.registered_model, self._smoke_check)
+        self.models = ServedModels(registered_model or self.family.registered_model, self._smoke_check)
         self.models.poll()  # the first load happens before the replica takes traffic
         self._poller = Poller(f"poll-{self.endpoint}", self.models.poll, lambda: self.config.poll_interval_s)
         self._poller.start()
@@ -127,7 +132,7 @@ class ModelEndpoint:
             and self.config.challenger_share > 0
             and random.random() < self.config.challenger_share
         ):
-            return "challenger", challenger
+            return CHALLENGER, challenger
         return CHAMPION, models.get(self.config.alias)
 
     def _answer_many(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -260,8 +265,7 @@ class Recommender(ModelEndpoint):
     unknown user, whatever the loaded model's pickle still holds about them. The list is re-read in
     the background every `poll_interval_s` (a stat() when it has not changed)."""
 
-    endpoint = "recommend"
-    registered_model = "tradewind-recommender"
+    family = RECOMMENDER
 
     def __init__(self, settings: Settings, registered_model: str | None = None) -> None:
         from features.forget import ForgottenUsers
@@ -294,16 +298,14 @@ class Recommender(ModelEndpoint):
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class Forecaster(ModelEndpoint):
-    endpoint = "forecast"
-    registered_model = "tradewind-forecaster"
+    family = FORECASTER
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 class Bidder(ModelEndpoint):
     """The bidder plus the campaign's pacing state: state in, bid reserved atomically out."""
 
-    endpoint = "bid"
-    registered_model = "tradewind-bidder"
+    family = BIDDER
 
     def __init__(self, settings: Settings, registered_model: str | None = None) -> None:
         from serving.pacing import pacing_store
@@ -493,7 +495,11 @@ class Ingress:
     def __init__(
         self, recommender: DeploymentHandle, forecaster: DeploymentHandle, bidder: DeploymentHandle
     ) -> None:
-        self.handles = {"recommend": recommender, "forecast": forecaster, "bid": bidder}
+        self.handles = {
+            RECOMMENDER.endpoint: recommender,
+            FORECASTER.endpoint: forecaster,
+            BIDDER.endpoint: bidder,
+        }
         self.requests_metric, self.latency_metric = _metrics()
 
     async def _call(self, endpoint: str, method: str, payload: Any) -> Response:
@@ -517,26 +523,38 @@ class Ingress:
         )
         return _json_response(body, status)
 
-    @api.post("/recommend", summary="Top-k products for a user in a market (cold start for unknown users)")
+    @api.post(
+        f"/{RECOMMENDER.endpoint}",
+        summary="Top-k products for a user in a market (cold start for unknown users)",
+    )
     async def recommend(self, body: RecommendRequest) -> Response:
-        return await self._call("recommend", "handle", body.model_dump(mode="json"))
+        return await self._call(RECOMMENDER.endpoint, "handle", body.model_dump(mode="json"))
 
-    @api.post("/forecast", summary="Demand forecast per product for the next `horizon` days, with quantiles")
+    @api.post(
+        f"/{FORECASTER.endpoint}",
+        summary="Demand forecast per product for the next `horizon` days, with quantiles",
+    )
     async def forecast(self, body: ForecastRequest) -> Response:
-        return await self._call("forecast", "handle", body.model_dump(mode="json"))
+        return await self._call(FORECASTER.endpoint, "handle", body.model_dump(mode="json"))
 
-    @api.post("/bid", summary="A bid for one auction under the campaign's daily budget (reserved atomically)")
+    @api.post(
+        f"/{BIDDER.endpoint}",
+        summary="A bid for one auction under the campaign's daily budget (reserved atomically)",
+    )
     async def bid(self, body: BidRequest) -> Response:
-        return await self._call("bid", "handle", body.model_dump(mode="json"))
+        return await self._call(BIDDER.endpoint, "handle", body.model_dump(mode="json"))
 
-    @api.post("/bid/outcome", summary="Settle a bid: won or lost, what it cost, whether it was clicked")
+    @api.post(
+        f"/{BIDDER.endpoint}/outcome",
+        summary="Settle a bid: won or lost, what it cost, whether it was clicked",
+    )
     async def bid_outcome(self, body: BidOutcome) -> Response:
-        return await self._call("bid", "outcome", body.model_dump(mode="json"))
+        return await self._call(BIDDER.endpoint, "outcome", body.model_dump(mode="json"))
 
     @api.get("/campaigns/{campaign_id}/pacing", summary="A campaign's budget state for its market-local day")
     async def pacing(self, campaign_id: str, timestamp: datetime | None = None) -> Response:
         query = {"campaign_id": campaign_id, "timestamp": timestamp.isoformat() if timestamp else None}
-        return await self._call("bid", "pacing_state", query)
+        return await self._call(BIDDER.endpoint, "pacing_state", query)
 
     @api.get("/healthz", summary="Liveness of the HTTP ingress")
     async def healthz(self) -> dict[str, str]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from models.served import ServedModel, contract_gaps
-from tracking.registry import CHAMPION, RegisteredVersion, load_served_model, version_for_alias
+from tracking.registry import CHALLENGER, CHAMPION, RegisteredVersion, load_served_model, version_for_alias
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class ServedModels:
         self,
         registered_model: str,
         smoke_check: Callable[[LoadedModel], dict[str, Any]],
-        aliases: tuple[str, ...] = (CHAMPION, "challenger"),
+        aliases: tuple[str, ...] = (CHAMPION, CHALLENGER),
     ) -> None:
         self.registered_model = registered_model
         self.smoke_check = smoke_check

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from configs.families import BIDDER, FORECASTER, RECOMMENDER
+
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 MarketCode = Annotated[str, Field(min_length=2, max_length=8, pattern=r"^[A-Za-z0-9_-]+$")]
 AuctionValue = str | float | int | bool | None
@@ -100,9 +102,9 @@ class BidModelRequest(RequestModel):
 
 # endpoint -> schema of the request its model answers (its smoke request is checked against it)
 MODEL_REQUESTS: dict[str, type[RequestModel]] = {
-    "recommend": RecommendRequest,
-    "forecast": ForecastRequest,
-    "bid": BidModelRequest,
+    RECOMMENDER.endpoint: RecommendRequest,
+    FORECASTER.endpoint: ForecastRequest,
+    BIDDER.endpoint: BidModelRequest,
 }
 
 

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from configs import ConfigError, StrictModel, format_validation_error, read_config_file, validate_config
 from configs.settings import Settings, load_settings
+from tracking.registry import CHALLENGER, CHAMPION
 
 SERVING_CONFIG = "serving"
 # deployment names in code and in configs/serving.yaml
@@ -38,8 +39,8 @@ class BatchingSettings(StrictModel):
 class EndpointSettings(StrictModel):
     """The `user_config` of one model deployment."""
 
-    alias: str = "champion"
-    challenger_alias: str = "challenger"
+    alias: str = CHAMPION
+    challenger_alias: str = CHALLENGER
     # share of requests answered by the challenger when a version holds that alias (0 = never)
     challenger_share: float = Field(0.0, ge=0.0, le=1.0)
     poll_interval_s: float = Field(10.0, gt=0.0, le=3600.0)

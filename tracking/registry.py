@@ -32,6 +32,7 @@ from models.served import ServedModel
 from tracking.runs import FAMILY_TAG, active_run_id, tracking_client
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # the alias a trained version gets while a champion serves
 PREVIOUS_PREFIX = "previous_"
 
 # Pinned from this environment instead of letting MLflow infer requirements: inference loads the model

@@ -32,7 +32,7 @@ from configs import load_config
 from configs.families import FamilyName
 from configs.settings import Settings
 from models.terminal_progress import progress_on_terminal
-from tracking.registry import CHAMPION, RegisteredVersion, promote, register_model, set_alias
+from tracking.registry import CHALLENGER, CHAMPION, RegisteredVersion, promote, register_model, set_alias
 from tracking.runs import (
     log_data_lineage,
     log_figure,
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from mlflow.pyfunc import PythonModel
 
-CHALLENGER = "challenger"
 TUNED_ON_TAG = "tradewind.tuned_on"  # "validation", or "holdout" when a family has no validation split
 # a family calls report(step, value) while it fits; tuning turns that into Optuna pruning
 Reporter = Callable[[int, float], None]

@@ -19,10 +19,9 @@ import pytest
 
 from configs import StrictModel
 from configs.settings import MlflowSettings, Settings
-from tracking.registry import CHAMPION, load_by_alias, version_for_alias
+from tracking.registry import CHALLENGER, CHAMPION, load_by_alias, version_for_alias
 from tracking.runs import FEATURE_SERVICE_TAG, tracking_client
 from training.pipeline import (
-    CHALLENGER,
     Evaluation,
     Reporter,
     TrainedModel,
