@@ -310,7 +310,7 @@ def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
     if args.data_dir:
         settings = settings.model_copy(update={"data_dir": args.data_dir.resolve()})
     if args.prepare_scale:
-        from training.demo import run_demo
+        from cli.demo import run_demo
 
         run_demo(settings, scale=args.prepare_scale, products=getattr(args, "prepare_products", None))
     if args.url:

@@ -13,7 +13,7 @@ from marketplace_worlds import build_world
 from configs.settings import Settings
 
 # LightGBM's OpenMP threads wait passively instead of spinning: on 2 shared cores spinning makes the
-# suite crawl (as training/cli.py does for the CLI)
+# suite crawl (as cli/app.py does for the CLI)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

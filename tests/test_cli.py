@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from features.contract import contract_markdown
-from training.cli import app
 
 runner = CliRunner()
 
@@ -18,7 +18,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADEWIND_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr("training.cli.console.width", 200)  # tables unwrapped, as on a wide terminal
+    monkeypatch.setattr("cli.reports.console.width", 200)  # tables unwrapped, as on a wide terminal
 
 
 def test_contract_markdown_is_the_document() -> None:

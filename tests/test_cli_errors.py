@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from training.cli import app
+from cli.app import app
 
 runner = CliRunner()
 
@@ -185,7 +185,7 @@ def test_unexpected_error_is_one_line_naming_its_type_and_exit_1(monkeypatch: py
     def broken_build(settings: object) -> None:
         raise RuntimeError("feature table user_activity: boom\n  at step 3")
 
-    monkeypatch.setattr("training.cli._require_tables", lambda *args: None)
+    monkeypatch.setattr("cli.data_verbs._require_tables", lambda *args: None)
     monkeypatch.setattr("features.transforms.build_feature_tables", broken_build)
 
     result = runner.invoke(app, ["features", "build"])

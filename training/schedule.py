@@ -203,7 +203,7 @@ def job_state(job: Job, history: Sequence[Mapping[str, Any]], now: datetime, tim
 
 def tradewind_argv(settings: Settings, *args: str) -> list[str]:
     """`tradewind --data-dir <data> ARGS` with this environment's interpreter."""
-    return [sys.executable, "-m", "training.cli", "--data-dir", str(settings.root), *args]
+    return [sys.executable, "-m", "cli", "--data-dir", str(settings.root), *args]
 
 
 def retrain_argv(settings: Settings, job: Job) -> list[str]:
@@ -427,7 +427,7 @@ def run_forever(
 
 def _tradewind_command() -> str:
     script = Path(sys.executable).parent / "tradewind"
-    return str(script) if script.exists() else f"{sys.executable} -m training.cli"
+    return str(script) if script.exists() else f"{sys.executable} -m cli"
 
 
 def _schedule_option(path: str | Path | None) -> str:

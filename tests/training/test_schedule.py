@@ -79,7 +79,7 @@ def test_shipped_schedule_is_valid_and_runs_the_real_retrain(settings: Settings)
     job = schedule.job("forecaster")
     argv = retrain_argv(settings, job)
     # the default command is the real `tradewind retrain MODEL` on the runner's data folder
-    assert argv[1:] == ["-m", "training.cli", "--data-dir", str(settings.root), "retrain", "forecaster"]
+    assert argv[1:] == ["-m", "cli", "--data-dir", str(settings.root), "retrain", "forecaster"]
 
 
 def test_bad_schedule_fails_naming_the_key(tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_crontab_and_systemd_name_every_job(settings: Settings) -> None:
 def test_cli_run_once_records_and_exits_nonzero_on_failure(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training.cli import app
+    from cli.app import app
 
     job, _ = fake_job(tmp_path, [5])
     schedule_file = tmp_path / "schedule.yaml"
@@ -263,7 +263,7 @@ def test_a_second_runner_does_nothing_while_the_first_holds_runner_lock(
 ) -> None:
     import subprocess
 
-    from training.cli import app
+    from cli.app import app
     from training.schedule import schedule_dir
 
     job, state = fake_job(tmp_path, [0], cadence="hourly")

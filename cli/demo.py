@@ -11,13 +11,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.reports import console as cli_console
+from cli.reports import print_ingest_report, print_train_result
 from configs import PROJECT_ROOT, load_config
-from configs.settings import Settings
+from configs.settings import Settings, load_settings
 from training.families import FAMILY_MODULES
 
 
@@ -25,6 +28,14 @@ from training.families import FAMILY_MODULES
 class DemoReport:
     steps: dict[str, float] = field(default_factory=dict)  # step -> seconds
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def demo(
+    scale: Annotated[float, typer.Option(help="Size of the generated marketplace.")] = 1.0,
+    serve: Annotated[bool, typer.Option(help="End by serving the endpoints and showing answers.")] = True,
+) -> None:
+    """Run the platform end to end on the embedded defaults and say where to look."""
+    run_demo(load_settings(), scale=scale, console=cli_console, serve=serve)
 
 
 def _timed(report: DemoReport, console: Console, name: str, step: Callable[[], Any]) -> Any:
@@ -49,7 +60,6 @@ def run_demo(
     from features.simulator import MarketplaceConfig, generate_marketplace
     from features.store import apply_definitions, materialize
     from features.transforms import build_feature_tables
-    from training.cli import print_ingest_report, print_train_result
     from training.data_snapshot import log_data_snapshot
 
     console = console or Console()
