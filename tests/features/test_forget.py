@@ -32,7 +32,8 @@ from features.forget import (
 from features.ingest import ingest
 from features.store import apply_definitions, online_features
 from features.tables import read_table
-from training.recommender import FAMILY, RecommenderModel
+from models.recommendation.served import ServedRecommender
+from training.recommender.family import FAMILY
 
 # the families' shrunk test configs (tests/ has no __init__.py: import it as pytest would)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
@@ -45,7 +46,7 @@ USER_VIEW_PREFIXES = ("user_activity__", "user_category_affinity__")
 class ForgetWorld:
     settings: Settings  # the copy, where the user is forgotten
     original: Settings  # the session's tiny marketplace: never written to
-    model: RecommenderModel  # trained on the data before the forget
+    model: ServedRecommender  # trained on the data before the forget
     user: str
     market: str
     before: dict[str, int]  # rows and keys of the user per place, counted before the forget
@@ -71,7 +72,7 @@ def request_for(user: str, market: str) -> dict[str, Any]:
     return {"user_id": user, "market": market, "k": 5, "exclude": [], "explain": False}
 
 
-def served_answer(settings: Settings, model: RecommenderModel, request: dict[str, Any]) -> dict[str, Any]:
+def served_answer(settings: Settings, model: ServedRecommender, request: dict[str, Any]) -> dict[str, Any]:
     """What the Recommender deployment does per request: prepare (the forgotten list), the model's
     online entities, Feast's online store, then the model's answer."""
     from serving.app import Recommender
@@ -84,7 +85,7 @@ def served_answer(settings: Settings, model: RecommenderModel, request: dict[str
     return model.answer(prepared, online)
 
 
-def user_online_values(settings: Settings, model: RecommenderModel, user: str, market: str) -> list[Any]:
+def user_online_values(settings: Settings, model: ServedRecommender, user: str, market: str) -> list[Any]:
     entities = model.online_entities(request_for(user, market))  # the model still knows the user
     columns = online_features(settings, model.feature_service, entities)
     return [
@@ -96,8 +97,8 @@ def user_online_values(settings: Settings, model: RecommenderModel, user: str, m
 def world(tiny_marketplace: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForgetWorld]:
     config = tiny_recommender_config()
     training_set = FAMILY.training_set(tiny_marketplace, config)
-    model = FAMILY.fit(training_set, config, FAMILY.default_params(config), None).python_model
-    assert isinstance(model, RecommenderModel)
+    model = FAMILY.fit(training_set, config, FAMILY.default_params(config), None).python_model.served
+    assert isinstance(model, ServedRecommender)
 
     copy = tmp_path_factory.mktemp("forget") / "data"
     shutil.copytree(tiny_marketplace.root, copy)
@@ -261,10 +262,10 @@ def test_unknown_and_empty_ids(world: ForgetWorld) -> None:
 def test_the_cli_prints_counts_per_place_and_one_line_for_bad_input(
     world: ForgetWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from training.cli import app
+    from cli.app import app
 
     monkeypatch.setenv("TRADEWIND_DATA_DIR", str(world.settings.root))
-    monkeypatch.setattr("training.cli.console.width", 200)
+    monkeypatch.setattr("cli.reports.console.width", 200)
     runner = CliRunner()
     other = sorted(set(read_table(world.settings.contract_dir, "users").get_column("user_id")))[0]
     events = read_table(world.settings.contract_dir, "events").filter(pl.col("user_id") == other).height

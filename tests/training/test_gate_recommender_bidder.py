@@ -27,6 +27,8 @@ from tracking.runs import configure_tracking, tracking_client
 from training import bidder, recommender
 from training.evaluation.ranking import relevant_items
 from training.pipeline import TrainingSet, TrainResult, train
+from training.recommender.config import RecommenderConfig
+from training.recommender.gate import as_of_holdout, served_rankings
 from training.retrain import DECISION_TAG, retrain
 
 HELD_DAYS = 2
@@ -38,7 +40,7 @@ CRIPPLED_RECOMMENDER = {"n_estimators": 1, "candidates_per_retriever": 100_000, 
 CRIPPLED_BIDDER = {"episodes": 1, "lambda_range": 5.0, "click_n_estimators": 1}
 
 
-def small_recommender_config() -> recommender.RecommenderConfig:
+def small_recommender_config() -> RecommenderConfig:
     """The tiny config, one thread, no two-tower, no oracle."""
     return tiny_recommender_config(
         retrieval={"two_tower": {"enabled": False}}, evaluation={"oracle": False}, threads=1
@@ -146,17 +148,15 @@ def test_recommender_is_rewound_to_the_start_of_the_holdout(recommenders: Traine
     trained = recommenders
     model = trained.load(trained.good)
     data = trained.training_set.data
-    relevant = recommender._relevant(
-        data.purchases(before=data.test_start), data.purchases(start=data.test_start)
-    )
+    relevant = relevant_items(data.purchases(before=data.test_start), data.purchases(start=data.test_start))
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     held_purchases = model.bought.nnz
-    rewound = recommender.as_of_holdout(model, data)
+    rewound = as_of_holdout(model, data)
     assert model.bought.multiply(relevant).nnz == relevant.nnz, "served: the holdout counts as bought"
     assert rewound.bought.multiply(relevant).nnz == 0
     assert model.bought.nnz == held_purchases and rewound.bought.nnz < held_purchases
-    as_served, _, _ = recommender.served_rankings(model, data, users, 10)
-    rewound_ranking, cold_start, unserved = recommender.served_rankings(rewound, data, users, 10)
+    as_served, _, _ = served_rankings(model, data, users, 10)
+    rewound_ranking, cold_start, unserved = served_rankings(rewound, data, users, 10)
     assert _hits(as_served, users, relevant) == 0 < _hits(rewound_ranking, users, relevant)
     assert unserved == 0 and 0 <= cold_start < len(users)
 

@@ -169,7 +169,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A fresh tiny world with its last days held back, and a recommender and forecaster champion."""
     from training.forecaster import FAMILY as FORECASTER
     from training.pipeline import train
-    from training.recommender import FAMILY as RECOMMENDER
+    from training.recommender.family import FAMILY as RECOMMENDER
 
     folder = tmp_path_factory.mktemp("monitoring-world")
     uri = f"sqlite:///{folder / 'mlflow.db'}"

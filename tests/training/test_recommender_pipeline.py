@@ -16,10 +16,13 @@ from tiny_configs import tiny_recommender_config
 
 from configs.settings import Settings
 from features.tables import read_table
+from models.recommendation.retrieval import AFFINITY_FEATURES, USER_FEATURES
+from models.recommendation.served import ServedRecommender
 from tracking.registry import CHAMPION, load_by_alias
 from tracking.runs import configure_tracking, tracking_client
 from training.pipeline import TrainResult, train, tune
-from training.recommender import AFFINITY_FEATURES, FAMILY, USER_FEATURES, RecommenderConfig, RecommenderModel
+from training.recommender.config import RecommenderConfig
+from training.recommender.family import FAMILY
 
 
 def small_config() -> RecommenderConfig:
@@ -44,11 +47,11 @@ def trained(
 
 
 @pytest.fixture(scope="module")
-def served(trained: tuple[Settings, TrainResult]) -> RecommenderModel:
+def served(trained: tuple[Settings, TrainResult]) -> ServedRecommender:
     settings, _ = trained
     configure_tracking(settings)
-    model = load_by_alias(FAMILY.registered_model, CHAMPION).unwrap_python_model()
-    assert isinstance(model, RecommenderModel)
+    model = load_by_alias(FAMILY.registered_model, CHAMPION).unwrap_python_model().served
+    assert isinstance(model, ServedRecommender)
     return model
 
 
@@ -84,7 +87,7 @@ def test_train_registers_the_champion_with_finite_metrics(trained: tuple[Setting
 
 
 def test_known_user_gets_listed_unbought_items_with_reasons(
-    served: RecommenderModel, world: dict[str, pl.DataFrame]
+    served: ServedRecommender, world: dict[str, pl.DataFrame]
 ) -> None:
     request = served.smoke_request()
     user, market = request["user_id"], request["market"]
@@ -112,7 +115,7 @@ def test_known_user_gets_listed_unbought_items_with_reasons(
     assert "reasons" not in excluded["items"][0]
 
 
-def test_online_features_replace_the_held_ones(served: RecommenderModel) -> None:
+def test_online_features_replace_the_held_ones(served: ServedRecommender) -> None:
     request = {**served.smoke_request(), "explain": False}
     rows = served.online_entities(request)
     assert rows is not None and [row["category"] for row in rows] == served.categories
@@ -137,7 +140,7 @@ def test_online_features_replace_the_held_ones(served: RecommenderModel) -> None
 
 
 def test_unknown_user_gets_market_aware_cold_start(
-    served: RecommenderModel, world: dict[str, pl.DataFrame]
+    served: ServedRecommender, world: dict[str, pl.DataFrame]
 ) -> None:
     markets = served.describe()["markets"]
     answers = {}
@@ -150,7 +153,7 @@ def test_unknown_user_gets_market_aware_cold_start(
     assert served.online_entities({"user_id": "nobody-knows-me", "market": markets[0]}) is None
 
 
-def test_unknown_market_is_refused_by_name(served: RecommenderModel) -> None:
+def test_unknown_market_is_refused_by_name(served: ServedRecommender) -> None:
     with pytest.raises(ValueError, match=r"market: unknown market 'XX' \(known: .*US"):
         served.answer({"user_id": served.smoke_request()["user_id"], "market": "XX", "k": 5})
 
@@ -159,7 +162,7 @@ def test_pyfunc_predict_answers_one_row_per_request(trained: tuple[Settings, Tra
     settings, result = trained
     configure_tracking(settings)
     model = mlflow.pyfunc.load_model(result.version.uri)
-    request = model.unwrap_python_model().smoke_request()
+    request = model.unwrap_python_model().served.smoke_request()
     frame = pd.DataFrame(
         [
             {**request, "exclude": [], "explain": False},
@@ -227,27 +230,23 @@ def test_benchmark_names_a_missing_column_of_an_interactions_file(
 
 
 def test_evaluation_ranks_what_serving_answers(
-    trained: tuple[Settings, TrainResult], served: RecommenderModel
+    trained: tuple[Settings, TrainResult], served: ServedRecommender
 ) -> None:
     """The evaluation's ranked list of a holdout user (the served model wound back to the start of
     the test period, ranked in batches) is the served answer's item list for the same k, and the
     evaluation's nDCG@k is that of the served answers. Answers back-fill to k items."""
     from models.recommendation.rules import ServingRules
-    from training.evaluation.ranking import ranking_metrics, recommend_in_batches
-    from training.recommender import (
-        BACKFILL_REASON,
-        BatchRecommender,
-        _relevant,
-        as_of_holdout,
-        served_rankings,
-    )
+    from models.recommendation.served import BACKFILL_REASON
+    from training.evaluation.ranking import ranking_metrics, recommend_in_batches, relevant_items
+    from training.recommender.evaluate import BatchRecommender
+    from training.recommender.gate import as_of_holdout, served_rankings
 
     settings, result = trained
     config = small_config()
     data = FAMILY.training_set(settings, config).data
     k, depth = config.evaluation.k, config.evaluation.curve_max_k
     bought = data.purchases(before=data.test_start)
-    relevant = _relevant(bought, data.purchases(start=data.test_start))
+    relevant = relevant_items(bought, data.purchases(start=data.test_start))
     holdout_users = np.flatnonzero(np.diff(relevant.indptr) > 0)
     users = holdout_users[:: max(1, len(holdout_users) // 40)]
     # the served two-tower user vectors would know the test period (see as_of_holdout): off here
@@ -297,7 +296,7 @@ def test_evaluation_ranks_what_serving_answers(
 
 
 def test_a_user_scores_the_same_bits_alone_and_in_a_batch(
-    trained: tuple[Settings, TrainResult], served: RecommenderModel
+    trained: tuple[Settings, TrainResult], served: ServedRecommender
 ) -> None:
     """Serving scores one user, evaluation a batch: the scores must be equal to the bit (not close),
     or near-tied items swap places on a machine whose math library sums in another order. Also on

@@ -42,7 +42,7 @@ def tiny_recommender_config(**sections: dict) -> object:
     """The shipped recommender config with TINY_RECOMMENDER's values, then `sections`' (merged
     key by key, nested sections too)."""
     from configs import load_config, validate_config
-    from training.recommender import RecommenderConfig
+    from training.recommender.config import RecommenderConfig
 
     config = load_config("recommender", RecommenderConfig).model_dump()
     return validate_config(
