@@ -71,10 +71,11 @@ from models.forecasting import (
     process_pool_map,
     serial_map,
 )
-from models.forecasting.parallel import Executor, ray_map, ray_runtime
+from models.forecasting.parallel import Executor
 from models.forecasting.series import FORECAST_VALUE_COLUMNS
 from training.evaluation.forecast import Forecaster, backtest
 from training.evaluation.intervals import fold_mean_interval
+from training.forecaster.fit import ray_map, ray_runtime
 
 TABLE_KEYS = ("dataset", "model", "mase", "wape", "smape", "wrmsse", "bias", "coverage80", "fit_s")
 # the headline's sample size and bootstrap interval: MASE over series (resampled with all their folds)

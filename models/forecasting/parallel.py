@@ -1,18 +1,17 @@
 """Fitting one small model per series, with the way of mapping over series left to the caller.
 
 An executor is any function `executor(function, items) -> list` that applies `function` to every
-item and returns the results in order. Three come with it: `serial_map` (in process),
-`process_pool_map(workers)` and `ray_map(address)` (Ray tasks, on a local Ray or a cluster; Ray is
-imported only when it is used).
+item and returns the results in order. Two come with it: `serial_map` (in process) and
+`process_pool_map(workers)`; the Ray one (`training.forecaster.fit.ray_map`) lives in training/, as
+models/ imports no Ray.
 
 Every executor shows a tqdm progress bar over series, on a terminal only (`models.terminal_progress`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
@@ -58,67 +57,10 @@ def process_pool_map(workers: int) -> Executor:
     return executor
 
 
-@contextlib.contextmanager
-def ray_runtime(address: str | None = None, num_cpus: int = 2) -> Iterator[None]:
-    """Ray for the block: connect to `address` (a cluster) or start a local Ray of `num_cpus`, unless
-    Ray is already up; shut down only what was started here. Wrap a whole backtest in it, so the
-    executor's calls (fit, then predict, per fold) share one Ray instead of starting one each."""
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        options: dict[str, object] = {"include_dashboard": False, "log_to_driver": False}
-        options.update({"address": address} if address else {"num_cpus": num_cpus})
-        # Ray waits a fixed 30 s for its raylet to register; on an overloaded machine that can pass,
-        # so a failed start is tried once more before giving up
-        for attempt in range(2):
-            try:
-                ray.init(**options)
-                break
-            except Exception:
-                ray.shutdown()
-                if attempt == 1:
-                    raise
-        started = True
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _apply(function: Callable[[Item], Result], item: Item) -> Result:
+def apply_one(function: Callable[[Item], Result], item: Item) -> Result:
+    """`function(item)`: what a remote executor ships, importable from here (a Ray worker imports
+    this module, not the caller's)."""
     return function(item)
-
-
-def ray_map(address: str | None = None, num_cpus: int = 2) -> Executor:
-    """An executor that runs `function` on every item as a Ray task (one CPU each).
-
-    Uses the running Ray if there is one, else starts one for the call (see `ray_runtime`). Results
-    come back in item order; the progress bar advances as tasks finish, in whatever order.
-    """
-
-    def executor(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
-        import ray
-
-        with ray_runtime(address, num_cpus):
-            remote = ray.remote(num_cpus=1)(_apply)
-            shared = ray.put(function)  # shipped once, not with every task
-            references = [remote.remote(shared, item) for item in items]
-            pending = list(references)
-            with tqdm(
-                total=len(items),
-                desc="series (ray)",
-                unit="series",
-                leave=False,
-                disable=not progress_on_terminal(),
-            ) as progress:
-                while pending:
-                    done, pending = ray.wait(pending, num_returns=1)
-                    progress.update(len(done))
-            return ray.get(references)
-
-    return executor
 
 
 def fit_many(

@@ -14,7 +14,7 @@ import time
 
 import ray
 
-from models.forecasting.parallel import ray_map, ray_runtime
+from training.forecaster.fit import ray_map, ray_runtime
 
 NODE_WAIT_SECONDS = 120
 TASKS = 6

@@ -21,7 +21,8 @@ import ray
 
 from configs.settings import load_settings
 from models.forecasting import ProphetPerSeries, SeriesSpec, serial_map
-from models.forecasting.parallel import Executor, ray_map, ray_runtime
+from models.forecasting.parallel import Executor
+from training.forecaster.fit import ray_map, ray_runtime
 
 SERIES = 6
 SPEC = SeriesSpec(keys=("product_id", "market_id"), target="quantity")

@@ -21,8 +21,10 @@ from tiny_configs import TINY_FORECASTER
 
 from configs import validate_config
 from configs.settings import Settings
+from models.forecasting.served import ServedForecaster
 from tracking.runs import tracking_client
-from training.forecaster import FAMILY, ForecasterConfig, ForecasterModel
+from training.forecaster.config import ForecasterConfig
+from training.forecaster.family import FAMILY
 from training.pipeline import TrainResult, _flat, train, tune
 
 HORIZON = TINY_FORECASTER["horizon"]
@@ -51,10 +53,12 @@ def trained(forecaster_settings: Settings) -> TrainResult:
 
 
 @pytest.fixture(scope="module")
-def served(trained: TrainResult) -> ForecasterModel:
+def served(trained: TrainResult) -> ServedForecaster:
     from tracking.registry import load_by_alias
 
-    return load_by_alias(FAMILY.registered_model).unwrap_python_model()
+    model = load_by_alias(FAMILY.registered_model).unwrap_python_model().served
+    assert isinstance(model, ServedForecaster)
+    return model
 
 
 @pytest.mark.slow
@@ -87,7 +91,7 @@ def test_lightgbm_beats_its_strongest_baseline(trained: TrainResult) -> None:
 
 
 @pytest.mark.slow
-def test_served_model_answers_with_ordered_quantiles_for_each_day(served: ForecasterModel) -> None:
+def test_served_model_answers_with_ordered_quantiles_for_each_day(served: ServedForecaster) -> None:
     smoke = served.smoke_request()
     product, market = smoke["product_ids"][0], smoke["market"]
     answer = served.answer(
@@ -110,7 +114,7 @@ def test_served_model_answers_with_ordered_quantiles_for_each_day(served: Foreca
 
 
 @pytest.mark.slow
-def test_served_model_names_the_bad_field(served: ForecasterModel) -> None:
+def test_served_model_names_the_bad_field(served: ServedForecaster) -> None:
     smoke = served.smoke_request()
     good = {**smoke, "horizon": 3}
     with pytest.raises(ValueError, match=r"product_ids: unknown product 'NO-SUCH-SKU'"):
@@ -130,7 +134,7 @@ def test_registered_pyfunc_predicts_long_rows(trained: TrainResult) -> None:
     from tracking.registry import load_by_alias
 
     loaded = load_by_alias(FAMILY.registered_model)
-    request = loaded.unwrap_python_model().smoke_request()
+    request = loaded.unwrap_python_model().served.smoke_request()
     output = loaded.predict(pd.DataFrame([request]))
     assert len(output) == request["horizon"] * len(request["product_ids"])
     assert (output["p10"] <= output["p50"]).all() and (output["p50"] <= output["p90"]).all()
@@ -139,7 +143,7 @@ def test_registered_pyfunc_predicts_long_rows(trained: TrainResult) -> None:
 @pytest.mark.slow
 def test_ray_executor_gives_the_serial_forecasts() -> None:
     from models.forecasting import ProphetPerSeries, SeriesSpec, serial_map
-    from models.forecasting.parallel import ray_map, ray_runtime
+    from training.forecaster.fit import ray_map, ray_runtime
 
     rng = np.random.default_rng(0)
     days = pl.date_range(date(2025, 1, 1), date(2025, 3, 31), eager=True)

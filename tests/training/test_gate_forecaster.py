@@ -20,7 +20,10 @@ from tiny_configs import TINY_FORECASTER
 
 from configs import validate_config
 from configs.settings import Settings
-from training.forecaster import FAMILY, ForecasterConfig, ForecasterModel, default_params
+from models.forecasting.served import ServedForecaster
+from training.forecaster.config import ForecasterConfig
+from training.forecaster.family import FAMILY
+from training.forecaster.fit import default_params
 from training.pipeline import HoldoutComparison, NoHoldout, TrainingSet, train
 
 HELD_DAYS = 4
@@ -61,8 +64,8 @@ def gate_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateWorld]:
 
 @dataclass
 class Models:
-    champion: ForecasterModel  # crippled, trained before the held days arrived
-    challenger: ForecasterModel  # default params, trained once two held days arrived
+    champion: ServedForecaster  # crippled, trained before the held days arrived
+    challenger: ServedForecaster  # default params, trained once two held days arrived
     challenger_params: dict
     training_set: TrainingSet  # the challenger's
 
