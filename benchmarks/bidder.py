@@ -1,7 +1,7 @@
 """Benchmark of the budget-constrained bidders against the hindsight optimum, on two sources.
 
 - `synthetic`: the simulator's world in the data folder (made by `tradewind demo`), through the
-  bidding family exactly as `tradewind train bidder` runs it (training/bidder.py): the contract
+  bidding family exactly as `tradewind train bidder` runs it (training/bidder/): the contract
   tables, FX to one currency, Feast context, the calibrated LightGBM click model as the bidders'
   pCTR, baselines tuned per campaign on its training days, one DQN for all campaigns, and every
   campaign's latest days held out. Won impressions are credited with the simulator's true click
@@ -47,6 +47,7 @@ from models.bidding.days import AuctionDay
 from models.bidding.dqn import DQNBidPolicy, DQNConfig, train_dqn
 from models.bidding.ipinyou_replay import train_test_days
 from models.bidding.learning_curve import LearningCurve
+from training.bidder.evaluate import TIGHTEST_FRACTIONS
 from training.evaluation.bidding import (
     ROW_KEYS,
     BiddingEvaluation,
@@ -65,7 +66,6 @@ SOURCES = ("synthetic", "ipinyou")
 FULL_EPISODES = 1000
 TARGET_PCT_OF_OPTIMUM = 90.0
 TARGET_UPLIFT_OVER_LINEAR_PCT = 5.0
-TIGHTEST_FRACTIONS = (1 / 8, 1 / 16)
 LATENCY_REQUESTS = 2000
 
 
@@ -89,7 +89,10 @@ def run_synthetic(
 ) -> SourceResult:
     """The simulator's world through the bidding family, as `tradewind train bidder` runs it."""
     from configs.settings import Settings, load_settings
-    from training.bidder import FAMILY, click_metrics, evaluate_policies, fit, training_set
+    from training.bidder.data import training_set
+    from training.bidder.evaluate import click_metrics, evaluate_policies
+    from training.bidder.family import FAMILY
+    from training.bidder.fit import fit
     from training.pipeline import load_family_config
 
     settings = Settings(data_dir=data_dir) if data_dir else load_settings()
@@ -109,7 +112,7 @@ def run_synthetic(
     loaded = time.perf_counter()
     trained = fit(data_set, config, {}, None)
     fitted = time.perf_counter()
-    model = trained.python_model
+    model = trained.python_model.served  # type: ignore[attr-defined]
     evaluation = evaluate_policies(model, data_set.data, config, source="synthetic")
     evaluated = time.perf_counter()
     seconds = {"training_set": loaded - started, "fit": fitted - loaded, "evaluate": evaluated - fitted}
@@ -127,9 +130,10 @@ def run_synthetic(
 
 def _latency_line(model: object, data: object) -> str:
     """Median and 99th percentile of the served model's `answer` on held-out requests, in process."""
-    from training.bidder import BidderModel, BiddingData
+    from models.bidding.served import ServedBidder
+    from training.bidder.data import BiddingData
 
-    assert isinstance(model, BidderModel) and isinstance(data, BiddingData)
+    assert isinstance(model, ServedBidder) and isinstance(data, BiddingData)
     rows = data.requests.filter(pl.col("role") == "test").head(LATENCY_REQUESTS)
     requests = []
     for row in rows.iter_rows(named=True):
@@ -195,7 +199,8 @@ def run_ipinyou(
     quick: bool,
     auction_type: AuctionType,
 ) -> SourceResult:
-    from training.bidder import FAMILY, dqn_config
+    from training.bidder.family import FAMILY
+    from training.bidder.fit import dqn_config
     from training.pipeline import load_family_config
 
     config = load_family_config(FAMILY, config_path)

@@ -16,12 +16,14 @@ just a ranking.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import lightgbm
 import numpy as np
 import pandas as pd
 import polars as pl
+from scipy.interpolate import interp1d
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
@@ -70,6 +72,53 @@ class ClickModelConfig:
     seed: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class CalibrationMap:
+    """The fitted calibration map as plain arrays: isotonic knots (x, y), or Platt's (coefficient,
+    intercept). `apply` is the one calibration of the bidder: batch scoring in training and the
+    served model's single request both call it, and it computes what scikit-learn's fitted
+    `IsotonicRegression.predict` / `LogisticRegression.predict_proba` compute, to the bit."""
+
+    kind: Literal["isotonic", "platt"]
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def of_isotonic(cls, fitted: IsotonicRegression) -> CalibrationMap:
+        return cls("isotonic", fitted.X_thresholds_.copy(), fitted.y_thresholds_.copy())
+
+    @classmethod
+    def of_platt(cls, fitted: LogisticRegression) -> CalibrationMap:
+        return cls("platt", fitted.coef_.ravel().copy(), fitted.intercept_.copy())
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities for raw booster probabilities, with the probability floor."""
+        raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+        if self.kind == "isotonic":
+            # scikit-learn's isotonic predict: clip to the fitted range, then linear interpolation
+            clipped = np.clip(raw, self.x[0], self.x[-1])
+            calibrated = self.y.repeat(clipped.shape) if len(self.y) == 1 else self._interpolate(clipped)
+        else:
+            # scikit-learn's binary predict_proba: expit of the decision function on the logit
+            decision = _logit(raw).reshape(-1, 1) @ self.x.reshape(1, -1).T + self.y
+            calibrated = expit(decision.reshape(-1))
+        return np.clip(calibrated, PROBABILITY_FLOOR, 1.0)
+
+    def _interpolate(self, values: np.ndarray) -> np.ndarray:
+        function: Any = self.__dict__.get("_function")
+        if function is None:  # made on first use, so the map pickles as three fields
+            function = interp1d(self.x, self.y, kind="linear", bounds_error=False)
+            object.__setattr__(self, "_function", function)
+        return function(values).astype(values.dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"kind": self.kind, "x": self.x, "y": self.y}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+
 class ClickModel:
     """fit on an auctions frame with a 0/1 label, predict calibrated probabilities."""
 
@@ -84,8 +133,7 @@ class ClickModel:
         self.extra_numeric = tuple(extra_numeric)
         self._booster: lightgbm.LGBMClassifier | None = None
         self._categories: dict[str, list[str]] = {}
-        self._isotonic: IsotonicRegression | None = None
-        self._platt: LogisticRegression | None = None
+        self._calibration: CalibrationMap | None = None
 
     def fit(self, auctions: pl.DataFrame, label: str = "click") -> ClickModel:
         """Train on the won impressions of `auctions` (sorted by time here), calibrate on the latest part."""
@@ -119,9 +167,11 @@ class ClickModel:
         raw = self._raw(table.iloc[split:])
         held_out = labels[split:]
         if config.calibration == "isotonic":
-            self._isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, held_out)
+            isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, held_out)
+            self._calibration = CalibrationMap.of_isotonic(isotonic)
         else:
-            self._platt = LogisticRegression(C=1e6).fit(_logit(raw).reshape(-1, 1), held_out)
+            platt = LogisticRegression(C=1e6).fit(_logit(raw).reshape(-1, 1), held_out)
+            self._calibration = CalibrationMap.of_platt(platt)
         return self
 
     def predict(self, auctions: pl.DataFrame) -> np.ndarray:
@@ -165,22 +215,14 @@ class ClickModel:
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """The calibration map on raw booster probabilities, with the probability floor."""
-        if self._isotonic is not None:
-            calibrated = self._isotonic.predict(raw)
-        elif self._platt is not None:
-            calibrated = self._platt.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
-        else:
-            raise RuntimeError("fit the click model first")
-        return np.clip(calibrated, PROBABILITY_FLOOR, 1.0)
+        return self.calibration.apply(raw)
 
     @property
-    def calibration_map(self) -> tuple[str, np.ndarray, np.ndarray]:
-        """(kind, x, y) of the fitted map: isotonic knots, or Platt's (coefficient, intercept)."""
-        if self._isotonic is not None:
-            return "isotonic", self._isotonic.X_thresholds_.copy(), self._isotonic.y_thresholds_.copy()
-        if self._platt is not None:
-            return "platt", self._platt.coef_.ravel().copy(), self._platt.intercept_.copy()
-        raise RuntimeError("fit the click model first")
+    def calibration(self) -> CalibrationMap:
+        """The fitted calibration map (isotonic knots, or Platt's coefficient and intercept)."""
+        if self._calibration is None:
+            raise RuntimeError("fit the click model first")
+        return self._calibration
 
     def _pandas(self, features: pl.DataFrame) -> pd.DataFrame:
         table = features.select(

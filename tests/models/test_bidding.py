@@ -547,6 +547,66 @@ def test_click_model_is_calibrated_and_ranks_better_than_chance() -> None:
         assert np.corrcoef(predicted, test["click_prob"].to_numpy())[0, 1] > 0.3
 
 
+def test_one_request_scores_as_the_batch_does_to_the_bit() -> None:
+    """The served bidder's single-row scorer and `ClickModel.predict` (what training evaluates) give
+    the same probability for the same row, bit for bit, with either calibration; unseen categories
+    included."""
+    from models.bidding.click_model import NUMERIC_FEATURES, ClickModelConfig, auction_features
+    from models.bidding.click_scorer import ClickScorer
+
+    market = SyntheticMarket(requests_per_day=3000, base_ctr=0.05)
+    train = generate_auctions(market, dt.date(2026, 5, 1), 3, seed=3)
+    test = generate_auctions(market, dt.date(2026, 5, 4), 1, seed=4).head(400)
+    test = test.with_columns(  # a few exchanges the model never saw
+        pl.when(pl.int_range(pl.len()) % 7 == 0)
+        .then(pl.lit("unseen"))
+        .otherwise("exchange")
+        .alias("exchange")
+    )
+    for calibration in ("isotonic", "platt"):
+        config = ClickModelConfig(n_estimators=40, calibration=calibration)
+        model = ClickModel(market.timezone, config).fit(train)
+        batch = model.predict(test)
+        scorer = ClickScorer.of(model)
+        features = auction_features(test, market.timezone)
+        single = np.array(
+            [
+                scorer.probability(
+                    scorer.row(
+                        {name: float(row[name]) for name in NUMERIC_FEATURES},
+                        {column: row[column] for column in ("exchange", "slot_id", "slot_size", "region")},
+                    )
+                )
+                for row in features.iter_rows(named=True)
+            ]
+        )
+        assert batch.tobytes() == single.tobytes(), calibration
+        assert len(np.unique(batch)) > 5, "the rows must not all score alike"
+
+
+def test_calibration_map_computes_what_scikit_learn_computes() -> None:
+    """`CalibrationMap.apply` replaces scikit-learn's fitted calibrators in `ClickModel`; it must
+    give their numbers exactly (same figures before and after), clipped to the probability floor."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    from models.bidding.click_model import PROBABILITY_FLOOR, CalibrationMap
+
+    rng = np.random.default_rng(5)
+    raw = rng.beta(1, 20, 4000)
+    labels = (rng.random(4000) < raw * 1.5).astype(int)
+    new = np.concatenate([rng.beta(1, 20, 1000), [0.0, 1.0, raw.min() / 2, 0.999]])
+    isotonic = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, labels)
+    expected = np.clip(isotonic.predict(new), PROBABILITY_FLOOR, 1.0)
+    assert CalibrationMap.of_isotonic(isotonic).apply(new).tobytes() == expected.tobytes()
+    logit = np.log(np.clip(raw, 1e-6, 1 - 1e-6) / (1 - np.clip(raw, 1e-6, 1 - 1e-6)))
+    platt = LogisticRegression(C=1e6).fit(logit.reshape(-1, 1), labels)
+    clipped = np.clip(new, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    new_logit = np.log(clipped / (1 - clipped)).reshape(-1, 1)
+    expected = np.clip(platt.predict_proba(new_logit)[:, 1], PROBABILITY_FLOOR, 1.0)
+    assert CalibrationMap.of_platt(platt).apply(new).tobytes() == expected.tobytes()
+
+
 # ---------------------------------------------------------------------------------------------
 # iPinYou semi-real replay
 

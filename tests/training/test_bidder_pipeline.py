@@ -11,9 +11,12 @@ from tiny_configs import TINY_BIDDER
 
 from configs import validate_config
 from configs.settings import Settings
-from tracking.registry import CHAMPION, load_by_alias
+from models.bidding.served import ServedBidder
+from models.pyfunc import ServedPyfunc
+from tracking.registry import CHAMPION, alias_uri, load_by_alias, load_served_model
 from tracking.runs import configure_tracking, tracking_client
-from training.bidder import FAMILY, BidderConfig, BidderModel
+from training.bidder.config import BidderConfig
+from training.bidder.family import FAMILY
 from training.pipeline import TrainResult, train, tune
 
 
@@ -34,11 +37,11 @@ def trained(
 
 
 @pytest.fixture(scope="module")
-def served(trained: tuple[Settings, TrainResult]) -> BidderModel:
+def served(trained: tuple[Settings, TrainResult]) -> ServedBidder:
     settings, _ = trained
     configure_tracking(settings)
-    model = load_by_alias(FAMILY.registered_model, CHAMPION).unwrap_python_model()
-    assert isinstance(model, BidderModel)
+    model = load_served_model(alias_uri(FAMILY.registered_model, CHAMPION))
+    assert isinstance(model, ServedBidder)
     return model
 
 
@@ -75,7 +78,7 @@ def test_train_registers_a_champion_with_finite_metrics(trained: tuple[Settings,
     assert {"pacing_f1_8", "dqn_learning_curve"} <= set(evaluation.figures)
 
 
-def test_loaded_model_answers_its_smoke_request(served: BidderModel) -> None:
+def test_loaded_model_answers_its_smoke_request(served: ServedBidder) -> None:
     answer = served.answer(served.smoke_request())
     assert set(answer) == {"bid", "pctr", "lambda"}
     assert 0 < answer["pctr"] < 1 and answer["lambda"] > 0 and answer["bid"] > 0
@@ -84,14 +87,14 @@ def test_loaded_model_answers_its_smoke_request(served: BidderModel) -> None:
     # the bid is pCTR / lambda when the guard does not bind
     assert answer["bid"] == pytest.approx(answer["pctr"] / answer["lambda"])
     # MLflow's generic path gives the same answer as the fast path
-    frame = served.predict(None, served.flat_example())
+    frame = load_by_alias(FAMILY.registered_model, CHAMPION).predict(ServedPyfunc(served).input_example())
     assert frame.iloc[0]["bid"] == pytest.approx(answer["bid"])
     assert served.online_entities(served.smoke_request()) == [
         {"campaign_id": served.smoke_request()["campaign_id"], "market_id": served.describe()["markets"][0]}
     ]
 
 
-def test_never_bids_above_the_remaining_budget(served: BidderModel) -> None:
+def test_never_bids_above_the_remaining_budget(served: ServedBidder) -> None:
     rng = np.random.default_rng(0)
     base = served.smoke_request()
     exchanges = [*served.scorer.codes["exchange"], "unseen-exchange"]
@@ -123,7 +126,7 @@ def test_never_bids_above_the_remaining_budget(served: BidderModel) -> None:
             assert answer["bid"] == 0.0
 
 
-def test_bids_nothing_once_the_budget_is_spent(served: BidderModel) -> None:
+def test_bids_nothing_once_the_budget_is_spent(served: ServedBidder) -> None:
     request = served.smoke_request()
     request["state"]["spent"] = request["state"]["budget"]
     assert served.answer(request)["bid"] == 0.0
@@ -142,7 +145,7 @@ def test_bids_nothing_once_the_budget_is_spent(served: BidderModel) -> None:
     ],
 )
 def test_a_bad_field_is_named(
-    served: BidderModel, where: str | None, field: str, value: object, named: str
+    served: ServedBidder, where: str | None, field: str, value: object, named: str
 ) -> None:
     request = served.smoke_request()
     target = request if where is None else request[where]
@@ -180,7 +183,7 @@ def _flat(metrics: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def test_served_lambda_is_the_evaluated_dqn_policys_lambda(served: BidderModel) -> None:
+def test_served_lambda_is_the_evaluated_dqn_policys_lambda(served: ServedBidder) -> None:
     """What serving answers from the state it keeps is what the evaluation replayed step by step."""
     from dataclasses import replace
 

@@ -24,7 +24,9 @@ from configs import validate_config
 from configs.settings import MlflowSettings, Settings
 from tracking.registry import CHAMPION, load_served_model, version_for_alias
 from tracking.runs import configure_tracking, tracking_client
-from training import bidder, recommender
+from training import recommender
+from training.bidder.config import BidderConfig
+from training.bidder.family import FAMILY as BIDDER_FAMILY
 from training.evaluation.ranking import relevant_items
 from training.pipeline import TrainingSet, TrainResult, train
 from training.recommender.config import RecommenderConfig
@@ -94,10 +96,10 @@ def bidders(world: Settings) -> Trained:
     import torch
 
     torch.set_num_threads(1)
-    config = validate_config(TINY_BIDDER, bidder.BidderConfig, "gate test bidder config")
-    training_set = bidder.FAMILY.training_set(world, config)
-    crippled = train(world, bidder.FAMILY, config, params=CRIPPLED_BIDDER, training_set=training_set)
-    good = train(world, bidder.FAMILY, config, training_set=training_set)
+    config = validate_config(TINY_BIDDER, BidderConfig, "gate test bidder config")
+    training_set = BIDDER_FAMILY.training_set(world, config)
+    crippled = train(world, BIDDER_FAMILY, config, params=CRIPPLED_BIDDER, training_set=training_set)
+    good = train(world, BIDDER_FAMILY, config, training_set=training_set)
     return Trained(world, config, training_set, good, crippled)
 
 
@@ -188,7 +190,7 @@ def _hits(ranking: np.ndarray, users: np.ndarray, relevant: Any) -> int:
 
 
 def test_bidder_comparison_ranks_the_good_policy_first(bidders: Trained) -> None:
-    family, trained = bidder.FAMILY, bidders
+    family, trained = BIDDER_FAMILY, bidders
     crippled, good = trained.load(trained.crippled), trained.load(trained.good)
     comparison = family.compare_on_holdout(crippled, good, {}, trained.training_set, trained.config)
     assert comparison.metric == "pct_of_optimum" and comparison.higher_is_better
@@ -219,7 +221,7 @@ def test_bidder_comparison_ranks_the_good_policy_first(bidders: Trained) -> None
 def test_bidder_compared_with_itself_ties(bidders: Trained) -> None:
     trained = bidders
     first, second = trained.load(trained.good), trained.load(trained.good)
-    comparison = bidder.FAMILY.compare_on_holdout(first, second, {}, trained.training_set, trained.config)
+    comparison = BIDDER_FAMILY.compare_on_holdout(first, second, {}, trained.training_set, trained.config)
     assert comparison.champion == comparison.challenger > 0
     assert comparison.improvement() == 0.0
 

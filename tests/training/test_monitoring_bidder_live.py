@@ -14,8 +14,9 @@ import polars as pl
 import pytest
 
 from configs.settings import Settings
+from training.bidder.monitor import live_check
 from training.monitoring.config import MonitoringConfig
-from training.monitoring.live import CHECKS, Champion, normalized_log_loss
+from training.monitoring.live import Champion, normalized_log_loss
 
 TRAINED_AT = datetime(2026, 1, 2, tzinfo=UTC)
 NEWEST_SEEN = datetime(2026, 1, 10, tzinfo=UTC)  # the newest auction the champion trained on
@@ -73,8 +74,8 @@ def test_bidder_live_log_loss_and_calibration_on_known_outcomes(
             _requests(date(2026, 1, 12), won=100, clicks=10, pctr=0.1, unlabelled=5),
         ]
     )
-    family = SimpleNamespace(training_set=lambda *_: SimpleNamespace(data=SimpleNamespace(requests=requests)))
-    monkeypatch.setattr("training.families.family", lambda command: family)
+    training_set = SimpleNamespace(data=SimpleNamespace(requests=requests))
+    monkeypatch.setattr("training.bidder.monitor.training_set", lambda *_: training_set)
     click_model = SimpleNamespace(predict=lambda frame: frame["pctr"].to_numpy())
     champion = Champion(
         command="bidder",
@@ -86,7 +87,7 @@ def test_bidder_live_log_loss_and_calibration_on_known_outcomes(
         family_config=None,
     )
 
-    live = CHECKS["bidder"](settings, champion, MonitoringConfig()).live
+    live = live_check(settings, champion, MonitoringConfig()).live
 
     # 200 won impressions with a known click (lost and unlabelled ones left out), 30 clicks
     assert live.observations == 200 and live.details["clicks"] == 30
