@@ -159,7 +159,7 @@ def _recommender_config() -> object:
 
 
 def _forecaster_config() -> object:
-    from training.forecaster import ForecasterConfig
+    from training.forecaster.config import ForecasterConfig
 
     return validate_config(TINY_FORECASTER, ForecasterConfig, "test config")
 
@@ -167,7 +167,7 @@ def _forecaster_config() -> object:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """A fresh tiny world with its last days held back, and a recommender and forecaster champion."""
-    from training.forecaster import FAMILY as FORECASTER
+    from training.forecaster.family import FAMILY as FORECASTER
     from training.pipeline import train
     from training.recommender.family import FAMILY as RECOMMENDER
 
@@ -274,8 +274,8 @@ def test_live_accuracy_once_actuals_arrive(world: World, arrived: Settings) -> N
 def test_injected_feature_drift_triggers_a_retrain(world: World, tmp_path: Path) -> None:
     import json
 
+    from cli.app import app
     from features.transforms import feature_table_path
-    from training.cli import app
     from training.monitoring.drift import feature_drift
 
     _, span = feature_drift(world.settings, "recommender", load_monitoring_config())
