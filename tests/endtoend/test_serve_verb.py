@@ -105,7 +105,7 @@ def test_tradewind_serve_answers_from_the_champions_and_stops_on_sigint_to_its_p
     trained_world: TrainedWorld, serving_config: tuple[Path, int], ray_temp_dir: Path, tmp_path: Path
 ) -> None:
     from serving.schemas import ForecastRequest
-    from tracking.registry import load_by_alias
+    from tracking.registry import alias_uri, load_served_model
     from tracking.runs import configure_tracking
 
     config, port = serving_config
@@ -158,7 +158,7 @@ def test_tradewind_serve_answers_from_the_champions_and_stops_on_sigint_to_its_p
             assert status[endpoint]["variants"]["champion"]["version"] == trained_world.champions[name]
 
         configure_tracking(trained_world.settings)
-        forecaster = load_by_alias(FORECASTER).unwrap_python_model()
+        forecaster = load_served_model(alias_uri(FORECASTER))
         request = forecaster.smoke_request()
         response = httpx.post(f"{url}/forecast", json=request, timeout=60.0)
         assert response.status_code == 200, response.text

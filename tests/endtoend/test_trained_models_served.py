@@ -55,12 +55,12 @@ def client(trained_world: TrainedWorld, local_serve: Any) -> Iterator[httpx.Clie
 
 @pytest.fixture(scope="module")
 def champions(trained_world: TrainedWorld) -> dict[str, Any]:
-    """Each champion as the registry holds it, loaded in the test process."""
-    from tracking.registry import load_by_alias
+    """Each champion's plain served model as serving loads it from the registry, in the test process."""
+    from tracking.registry import alias_uri, load_served_model
     from tracking.runs import configure_tracking
 
     configure_tracking(trained_world.settings)
-    return {name: load_by_alias(name).unwrap_python_model() for name in ENDPOINTS.values()}
+    return {name: load_served_model(alias_uri(name)) for name in ENDPOINTS.values()}
 
 
 def own_answer(world: TrainedWorld, model: Any, model_request: dict[str, Any]) -> dict[str, Any]:
