@@ -3,6 +3,10 @@
 Every model follows one interface (`Recommender`): `fit(interactions) -> self`,
 `score(user_idx) -> users x items`, `recommend(user_idx, k, exclude) -> item indices`. Nothing
 here knows about MLflow, Feast or Ray.
+
+Tradewind's own model is one retrieve-and-rank stack (`retrieval.py`: retrievers, candidates,
+back-fill) with the LambdaRank ranker (`ranker.py`): served as `served.ServedRecommender`, trained by
+training/recommender/, and fitted on interactions alone by `hybrid.RerankedHybrid` (the benchmarks).
 """
 
 from models.recommendation.base import NO_ITEM, Recommender, top_k_items

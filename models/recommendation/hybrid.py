@@ -1,4 +1,6 @@
-"""Tradewind's recommender: candidates from several retrievers, re-ranked by LightGBM LambdaRank.
+"""Tradewind's retrieve-and-rank recommender fitted on interactions alone (the benchmarks' protocol):
+the same retrieval stack, candidates and back-fill (`models.recommendation.retrieval`) the
+recommender family trains and serves, with interaction-only context features instead of Feast's.
 
 Each retriever (EASE, item-kNN, two-tower, popularity, ...) proposes its top unseen candidates;
 the union is described by every retriever's per-user standardised score and rank, plus the item's
@@ -16,37 +18,36 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal, Self
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
-from models.recommendation.base import EXCLUDED, NO_ITEM, Recommender, top_k_items
-from models.recommendation.baselines import MostPopular
-from models.recommendation.cold_start import SECONDS_PER_DAY
+from models.recommendation.base import Recommender
+from models.recommendation.baselines import EASE, ItemKNN, MostPopular
+from models.recommendation.cold_start import SECONDS_PER_DAY, PopularInMarket
 from models.recommendation.interactions import Interactions
 from models.recommendation.ranker import LambdaRankRanker
+from models.recommendation.retrieval import (
+    Candidates,
+    RetrievalStack,
+    full_scores,
+    monotone_constraints,
+    retrieved,
+    with_context,
+)
 
 TRAINING_BATCH_USERS = 512  # users whose dense score rows are built at once
-
-
-@dataclass
-class CandidateSet:
-    """Candidates of a batch of users: rows of `features` are (users[row_user[r]], items[r])."""
-
-    row_user: np.ndarray  # position in the batch of each row's user
-    items: np.ndarray
-    features: np.ndarray
-    group_sizes: np.ndarray
-    first_retriever_scores: np.ndarray  # users x items, orders the items that are not candidates
 
 
 class RerankedHybrid(Recommender):
     """Retrievers -> candidate union -> LambdaRank; cold users -> fallback.
 
     `retrievers` are unfitted prototypes (copied, then fitted twice: on the ranker's training part
-    and on everything); the first one also orders the items outside the candidate set.
+    and on everything) and become a `RetrievalStack` (see `stack_of`); the first one also orders the
+    items outside the candidate set. Candidates, their retrieval features and the back-fill are the
+    served recommender's own (`retrieved`, `full_scores`).
     """
 
     def __init__(
@@ -91,7 +92,9 @@ class RerankedHybrid(Recommender):
             np.concatenate(labels),
             np.concatenate(group_sizes),
             self.feature_names_,
-            self._monotone_constraints() if self.monotone_retrieval else None,
+            monotone_constraints(self.feature_names_, 2 * len(self.stack_.names))
+            if self.monotone_retrieval
+            else None,
         )
         self.training_rows_ = sum(len(rows) for rows in labels)
         self._fit_parts(interactions)
@@ -119,14 +122,6 @@ class RerankedHybrid(Recommender):
             labels.append(is_positive[useful].astype(np.float64))
             group_sizes.append(candidates.group_sizes[positives > 0])
 
-    def _monotone_constraints(self) -> list[int]:
-        """A better retrieval score or rank never lowers an item, all else equal: without this the
-        ranker fits noise in the held-out labels (on MovieLens it lost to EASE alone)."""
-        return [
-            1 if name.endswith("_zscore") else -1 if name.endswith("_rank") else 0
-            for name in self.feature_names_
-        ]
-
     def _hold_out(self, interactions: Interactions, seed: int) -> tuple[Interactions, Interactions]:
         if self.holdout == "random":
             return interactions.split_per_user(self.holdout_fraction, seed)
@@ -137,9 +132,10 @@ class RerankedHybrid(Recommender):
 
     def _fit_parts(self, interactions: Interactions) -> None:
         self.train_ = interactions
-        self.retrievers_ = {
+        fitted = {
             name: copy.deepcopy(retriever).fit(interactions) for name, retriever in self.retrievers.items()
         }
+        self.stack_, self.user_market_, self.binary_ = stack_of(fitted, interactions.n_users)
         self.fallback_ = copy.deepcopy(self.fallback).fit(interactions)
         # features are relative (to the mean item, the mean user) so that they mean the same
         # whether the retrievers saw the ranker's training part or all interactions
@@ -154,7 +150,7 @@ class RerankedHybrid(Recommender):
         )
         self.user_log_history_ = _log_relative(interactions.history_counts().astype(np.float64))
         self.feature_names_ = [
-            *[f"{name}_{kind}" for name in self.retrievers for kind in ("zscore", "rank")],
+            *[f"{name}_{kind}" for name in self.stack_.names for kind in ("score", "rank")],
             "item_relative_popularity",
             "item_relative_recent_popularity",
             "user_relative_history",
@@ -162,47 +158,35 @@ class RerankedHybrid(Recommender):
 
     # ------------------------------------------------------------ candidates and features
 
-    def candidates(self, user_idx: np.ndarray) -> CandidateSet:
+    def candidates(self, user_idx: np.ndarray) -> Candidates:
         """The union of every retriever's top unseen items per user, with ranker features."""
         user_idx = np.atleast_1d(np.asarray(user_idx))
-        n_users, n_items = len(user_idx), self.train_.n_items
-        seen_rows, seen_items = self.train_.items_of(user_idx)
-        keep = min(self.candidates_per_retriever, n_items)
-        columns, first_scores = [], None
-        is_candidate = np.zeros((n_users, n_items), dtype=bool)
-        per_retriever = []
-        for retriever in self.retrievers_.values():
-            scores = np.asarray(retriever.score(user_idx), dtype=np.float64)
-            # standardised over the whole catalogue: cheap, and seen items are few
-            mean, spread = scores.mean(axis=1), scores.std(axis=1)
-            scores[seen_rows, seen_items] = EXCLUDED
-            top = top_k_items(scores, keep)
-            rows, places = np.nonzero(top != NO_ITEM)
-            is_candidate[rows, top[rows, places]] = True
-            per_retriever.append((scores, mean, np.where(spread > 0, spread, 1.0)))
-            first_scores = scores if first_scores is None else first_scores
-        is_candidate[seen_rows, seen_items] = False
-        row_user, items = np.nonzero(is_candidate)
-        group_sizes = is_candidate.sum(axis=1)
-        for scores, mean, spread in per_retriever:
-            candidate_scores = scores[row_user, items]
-            columns += [
-                (candidate_scores - mean[row_user]) / spread[row_user],
-                rank_within_groups(candidate_scores, row_user),
-            ]
-        columns += [
+        history = self.train_.binary() if self.binary_ else self.train_.matrix
+        history = history[user_idx]
+        allowed = np.ones((len(user_idx), self.train_.n_items), dtype=bool)
+        allowed[np.repeat(np.arange(len(user_idx)), np.diff(history.indptr)), history.indices] = False
+        candidate_set = retrieved(
+            self.stack_,
+            user_idx,
+            history,
+            self.user_market_[user_idx],
+            allowed,
+            self.candidates_per_retriever,
+        )
+        items, users = candidate_set.items, user_idx[candidate_set.row_user]
+        return with_context(
+            candidate_set,
             self.item_log_popularity_[items],
             self.item_log_recent_[items],
-            self.user_log_history_[user_idx[row_user]],
-        ]
-        features = np.column_stack(columns)
-        return CandidateSet(row_user, items, features, group_sizes, first_scores)
+            self.user_log_history_[users],
+        )
 
     # ------------------------------------------------------------ serving
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
-        """Ranker scores for candidates; every other item scores below all candidates, ordered by
-        the first retriever. Users without history get the fallback's scores."""
+        """Ranker scores for candidates; every other unseen item scores below all candidates, ordered
+        by the first retriever (`full_scores`, as served); seen items -inf. Users without history get
+        the fallback's scores."""
         user_idx = np.atleast_1d(np.asarray(user_idx))
         scores = np.empty((len(user_idx), self.train_.n_items), dtype=np.float64)
         warm = self.train_.history_counts()[user_idx] > 0
@@ -214,20 +198,7 @@ class RerankedHybrid(Recommender):
 
     def _warm_scores(self, user_idx: np.ndarray) -> np.ndarray:
         candidates = self.candidates(user_idx)
-        ranked = self.ranker_.predict(candidates.features)
-        background = np.where(
-            np.isneginf(candidates.first_retriever_scores), 0.0, candidates.first_retriever_scores
-        )
-        standardised = (background - background.mean(axis=1, keepdims=True)) / np.maximum(
-            background.std(axis=1, keepdims=True), 1e-12
-        )
-        floor = np.full(len(user_idx), np.inf)
-        np.minimum.at(floor, candidates.row_user, ranked)
-        floor = np.where(np.isfinite(floor), floor, 0.0)
-        # a squashed background score keeps non-candidates in (floor - 2, floor - 1)
-        scores = floor[:, None] - 2.0 + 1.0 / (1.0 + np.exp(-np.clip(standardised, -30.0, 30.0)))
-        scores[candidates.row_user, candidates.items] = ranked
-        return scores
+        return full_scores(candidates, self.ranker_.predict(candidates.features))
 
     def explain(self, user: int, k: int = 10, top_n: int = 3) -> pl.DataFrame:
         """For the user's top-k items: the `top_n` features that moved each item's score most.
@@ -247,13 +218,36 @@ class RerankedHybrid(Recommender):
         ).select("position", "item_idx", "item_id", pl.exclude("row", "position", "item_idx", "item_id"))
 
 
-def rank_within_groups(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """1-based rank of each value within its group, largest first; `groups` sorted ascending."""
-    order = np.lexsort((-values, groups))
-    starts = np.searchsorted(groups, groups[order], side="left")
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.arange(len(values)) - starts + 1
-    return ranks
+def stack_of(retrievers: Mapping[str, Recommender], n_users: int) -> tuple[RetrievalStack, np.ndarray, bool]:
+    """Fitted retrievers as the arrays of a `RetrievalStack`, each user's row of its `popular`, and
+    whether the stack scores binary histories. Known kinds: "ease" (`EASE`), "knn" (`ItemKNN`),
+    "two_tower" (`TwoTower`), "popular" (`MostPopular` or `PopularInMarket`)."""
+    parts: dict = {"ease_weights": None, "knn_similarity": None, "content_attributes": None}
+    parts.update(tower_items=None, tower_users=None)
+    user_market = np.zeros(n_users, dtype=np.int64)
+    popular = None
+    binary = {retriever.binary for retriever in retrievers.values() if isinstance(retriever, EASE | ItemKNN)}
+    if len(binary) > 1:
+        raise ValueError("EASE and item-kNN must both score binary or both weighted histories")
+    for name, retriever in retrievers.items():
+        if name == "ease" and isinstance(retriever, EASE):
+            parts["ease_weights"] = retriever.weights_
+        elif name == "knn" and isinstance(retriever, ItemKNN):
+            parts["knn_similarity"] = sp.csr_matrix(retriever.similarity_, dtype=np.float32)
+        elif name == "two_tower" and hasattr(retriever, "user_vectors"):
+            parts["tower_users"] = retriever.user_vectors(np.arange(n_users)).astype(np.float32)
+            parts["tower_items"] = retriever.index_.item_vectors
+        elif name == "popular" and isinstance(retriever, PopularInMarket):
+            markets, user_market = np.unique(retriever.user_market.astype(str), return_inverse=True)
+            popular = np.stack([retriever.score_market(market) for market in markets.tolist()])
+        elif name == "popular" and isinstance(retriever, MostPopular):
+            popular = retriever.item_popularity_[None, :]
+        else:
+            raise ValueError(f"retriever {name!r}: a {type(retriever).__name__} has no place in the stack")
+    if popular is None:
+        raise ValueError("the stack needs a 'popular' retriever (it also answers users without history)")
+    stack = RetrievalStack(names=list(retrievers), popular=popular, **parts)
+    return stack, user_market, binary != {False}
 
 
 def _log_relative(counts: np.ndarray) -> np.ndarray:

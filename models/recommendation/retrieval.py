@@ -9,13 +9,12 @@ model (`models.recommendation.served.ServedRecommender`). Numpy and scipy only: 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
 
 from models.recommendation.base import NO_ITEM, row_wise_dot, top_k_items
-from models.recommendation.hybrid import rank_within_groups
 
 # ranker feature name -> Feast column (`<view>__<feature>`)
 USER_FEATURES = {
@@ -102,33 +101,21 @@ def monotone_constraints(names: list[str], n_retrieval: int) -> list[int]:
     ]
 
 
-def candidates(
+def retrieved(
     stack: RetrievalStack,
     users: np.ndarray,
     history: sp.csr_matrix,
-    barred: sp.csr_matrix | None,
     markets: np.ndarray,
-    listed: np.ndarray,
-    user_features: np.ndarray,
-    affinity: np.ndarray,
-    item_market: np.ndarray,
-    item_category: np.ndarray,
+    allowed: np.ndarray,
     per_retriever: int,
-    extra_barred: np.ndarray | None = None,
 ) -> Candidates:
-    """Each retriever's top unbarred items listed in the user's market, united, with ranker features.
+    """Each retriever's top `per_retriever` allowed items per user, united; `features` holds every
+    retriever's standardised score and rank within the user's candidates (the retrieval columns).
 
-    `history` and `barred` (bought items) rows align with `users`; `user_features` and `affinity`
-    rows too (users x features, users x categories x features); `item_market` is markets x items x
-    features; `extra_barred` is a list of item indices barred for every user (a request's exclude).
+    `history` rows align with `users`, `markets` (indices into `stack.popular`) too; `allowed` is
+    users x items. Scores are standardised over the whole catalogue before the barred are removed.
     """
-    n_users, n_items = len(users), listed.shape[1]
-    allowed = listed[markets].copy()
-    if barred is not None:
-        rows = np.repeat(np.arange(n_users), np.diff(barred.indptr))
-        allowed[rows, barred.indices] = False
-    if extra_barred is not None and len(extra_barred):
-        allowed[:, extra_barred] = False
+    n_users, n_items = allowed.shape
     keep = max(1, min(per_retriever, n_items))
     is_candidate = np.zeros((n_users, n_items), dtype=bool)
     standardised = []
@@ -147,6 +134,52 @@ def candidates(
     for z in standardised:
         values = z[row_user, items]
         columns += [values, rank_within_groups(values, row_user)]
+    return Candidates(
+        row_user,
+        items,
+        np.column_stack(columns).astype(np.float64),
+        is_candidate.sum(axis=1),
+        np.where(allowed, standardised[0], -np.inf),
+    )
+
+
+def with_context(candidate_set: Candidates, *columns: np.ndarray) -> Candidates:
+    """The candidates with context columns (one value per candidate row, or rows x k) appended after
+    the retrieval columns: the ranker's features."""
+    features = np.column_stack([candidate_set.features, *columns]).astype(np.float64)
+    return replace(candidate_set, features=features)
+
+
+def candidates(
+    stack: RetrievalStack,
+    users: np.ndarray,
+    history: sp.csr_matrix,
+    barred: sp.csr_matrix | None,
+    markets: np.ndarray,
+    listed: np.ndarray,
+    user_features: np.ndarray,
+    affinity: np.ndarray,
+    item_market: np.ndarray,
+    item_category: np.ndarray,
+    per_retriever: int,
+    extra_barred: np.ndarray | None = None,
+) -> Candidates:
+    """Each retriever's top unbarred items listed in the user's market, united, with ranker features:
+    the retrieval columns, then the Feast ones (user, category affinity, item in market) and derived.
+
+    `history` and `barred` (bought items) rows align with `users`; `user_features` and `affinity`
+    rows too (users x features, users x categories x features); `item_market` is markets x items x
+    features; `extra_barred` is a list of item indices barred for every user (a request's exclude).
+    """
+    n_users = len(users)
+    allowed = listed[markets].copy()
+    if barred is not None:
+        rows = np.repeat(np.arange(n_users), np.diff(barred.indptr))
+        allowed[rows, barred.indices] = False
+    if extra_barred is not None and len(extra_barred):
+        allowed[:, extra_barred] = False
+    candidate_set = retrieved(stack, users, history, markets, allowed, per_retriever)
+    row_user, items = candidate_set.row_user, candidate_set.items
     user_rows = user_features[row_user]
     affinity_rows = affinity[row_user, item_category[items]]
     item_rows = item_market[markets[row_user], items]
@@ -157,19 +190,14 @@ def candidates(
     with np.errstate(divide="ignore", invalid="ignore"):
         usual = np.where(bought > 0, spend / bought, np.nan)
         price_ratio = np.log(price / usual)
-    features = np.column_stack(
-        [
-            *columns,
-            user_rows,
-            affinity_rows,
-            item_rows,
-            price_ratio,
-            history_items,
-            markets[row_user].astype(np.float64),
-        ]
-    ).astype(np.float64)
-    return Candidates(
-        row_user, items, features, is_candidate.sum(axis=1), np.where(allowed, standardised[0], -np.inf)
+    return with_context(
+        candidate_set,
+        user_rows,
+        affinity_rows,
+        item_rows,
+        price_ratio,
+        history_items,
+        markets[row_user].astype(np.float64),
     )
 
 
@@ -185,3 +213,12 @@ def full_scores(candidate_set: Candidates, ranked: np.ndarray) -> np.ndarray:
     scores = np.where(np.isfinite(background), floor[:, None] - 2.0 + squashed, -np.inf)
     scores[candidate_set.row_user, candidate_set.items] = ranked
     return scores
+
+
+def rank_within_groups(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """1-based rank of each value within its group, largest first; `groups` sorted ascending."""
+    order = np.lexsort((-values, groups))
+    starts = np.searchsorted(groups, groups[order], side="left")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(len(values)) - starts + 1
+    return ranks

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from configs.settings import Settings
+from models.recommendation.cold_start import SECONDS_PER_DAY
 from training.monitoring.config import MonitoringConfig
 from training.monitoring.drift import WindowSpan, sample_rows, scored_row
 from training.monitoring.live import Champion, ChampionCheck, LiveAccuracy
@@ -76,7 +77,7 @@ def live_check(settings: Settings, champion: Champion, config: MonitoringConfig)
         )
     training_metric = f"tradewind.hitrate_at_{k}"
     newest = events["event_ts"].max()
-    live_days = (newest - cutoff).total_seconds() / 86_400
+    live_days = (newest - cutoff).total_seconds() / SECONDS_PER_DAY
     holdout_days = family_config.data.holdout_days
     comparable = live_days >= holdout_days
     base = {
