@@ -28,7 +28,7 @@ import pytest
 import served_models
 from polling import wait_until
 from scaleout_services import free_port, start_mlflow_server, stop_process_group
-from tiny_world import ServingWorld, registered_world
+from tiny_world import FAST_LIFECYCLE, ServingWorld, registered_world
 
 from configs.settings import Settings
 
@@ -105,9 +105,10 @@ def served(
             with_echo=False,
             user_config={"poll_interval_s": POLL_S},
             options={
-                "Ingress": {"autoscaling_config": None, "num_replicas": 1},
-                "Recommender": {"autoscaling_config": None, "num_replicas": 2},
-                "Bidder": {"autoscaling_config": None, "num_replicas": 1},
+                "Ingress": {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE},
+                "Recommender": {"autoscaling_config": None, "num_replicas": 2, **FAST_LIFECYCLE},
+                "Forecaster": {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE},
+                "Bidder": {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE},
             },
         ).url
         with httpx.Client(base_url=url, timeout=20.0) as client:

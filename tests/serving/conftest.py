@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tiny_world import BudgetDay, ServingWorld, registered_world
+from tiny_world import FAST_LIFECYCLE, BudgetDay, ServingWorld, registered_world
 
 from configs.settings import Settings
 
@@ -54,8 +54,8 @@ def serving_world(
         user_config={"poll_interval_s": POLL_S, "challenger_share": 0.5, "reservation_ttl_s": 3600},
         # one replica each on a 2-core machine (two bidder replicas: test_pacing_served)
         options={
-            name: {"autoscaling_config": None, "num_replicas": 1}
-            for name in ("Ingress", "Recommender", "Bidder")
+            name: {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE}
+            for name in ("Ingress", "Recommender", "Forecaster", "Bidder")
         },
     )
     world.url = serving.url

@@ -21,7 +21,7 @@ import pytest
 import served_models
 from polling import wait_until
 from scaleout_services import RedisDb
-from tiny_world import BIDDER, BudgetDay, ServingWorld
+from tiny_world import BIDDER, FAST_LIFECYCLE, BudgetDay, ServingWorld
 
 from configs.settings import Settings
 
@@ -49,7 +49,7 @@ def bidder_app(
         application(load_serving_config(), TRADEWIND_IMPORT),
         {"poll_interval_s": 1.0, "reservation_ttl_s": 3600},
     )
-    fixed = {"autoscaling_config": None, "ray_actor_options": {"num_cpus": REPLICA_CPUS}}
+    fixed = {"autoscaling_config": None, "ray_actor_options": {"num_cpus": REPLICA_CPUS}, **FAST_LIFECYCLE}
     bidder = Bidder.options(**{**configured["Bidder"], **fixed, "num_replicas": bidder_replicas}).bind(
         settings, registered_bidder
     )
@@ -58,14 +58,17 @@ def bidder_app(
     try:
         serve.run(ingress.bind(bidder, bidder, bidder), name=name, route_prefix=f"/{name}")
         url = f"{local_serve.url}/{name}"
-        wait_until(
-            lambda: httpx.get(f"{url}/healthz", timeout=5.0).status_code == 200,
-            timeout_s=60.0,
-            what=f"{url}/healthz",
-        )
+        wait_until(lambda: _healthy(url), timeout_s=60.0, what=f"{url}/healthz")
         yield name, url
     finally:
         serve.delete(name)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=5.0).status_code == 200
+    except httpx.HTTPError:  # not listening yet, or slower than 5 s on a busy machine: ask again
+        return False
 
 
 def burst(url: str, day: BudgetDay, count: int) -> list[httpx.Response]:

@@ -19,6 +19,12 @@ RECOMMENDER = "tradewind-recommender"
 FORECASTER = "tradewind-forecaster"
 BIDDER = "tradewind-bidder"
 
+# deployment options of every app the tests deploy. Serve notices a killed replica at its next health
+# check (Ray's default: every 10 s), and a replica told to stop waits a drain period (default 2 s)
+# before it first looks for requests in flight: here a death is noticed within a second and an idle
+# replica stops at once. What Serve does then (replace the replica, drain its requests) is the same.
+FAST_LIFECYCLE: dict[str, float] = {"health_check_period_s": 1.0, "graceful_shutdown_wait_loop_s": 0.1}
+
 
 @dataclass
 class ServingWorld:
