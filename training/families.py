@@ -6,20 +6,17 @@ import importlib
 from typing import TYPE_CHECKING
 
 from configs import ConfigError
+from configs.families import FAMILY_NAMES
 
 if TYPE_CHECKING:
     from training.pipeline import Family
 
-# CLI noun -> module defining `FAMILY`, a `training.pipeline.Family`
-FAMILY_MODULES = {
-    "recommender": "training.recommender",
-    "forecaster": "training.forecaster",
-    "bidder": "training.bidder",
-}
+# the one name -> the module declaring its `FAMILY`, a `training.pipeline.Family`
+FAMILY_MODULES = {name: f"training.{name}.family" for name in FAMILY_NAMES}
 
 
-def family(command: str) -> Family:
+def family(name: str) -> Family:
     """The family behind a CLI noun; a clear error naming the known ones otherwise."""
-    if command not in FAMILY_MODULES:
-        raise ConfigError(f"unknown model {command!r} (known: {', '.join(FAMILY_MODULES)})")
-    return importlib.import_module(FAMILY_MODULES[command]).FAMILY
+    if name not in FAMILY_MODULES:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(FAMILY_MODULES)})")
+    return importlib.import_module(FAMILY_MODULES[name]).FAMILY

@@ -20,5 +20,3 @@ The served model (`models.bidding.served.ServedBidder`) lives with the model: th
 single-row scorer (`models.bidding.click_scorer`), the campaigns' priors and the Q-network's
 greedy action in numpy.
 """
-
-from training.bidder.family import FAMILY  # noqa: F401

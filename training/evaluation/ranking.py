@@ -46,7 +46,7 @@ def per_user_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, k: int = 
     recommended = np.asarray(recommended)[:, :k]
     relevant = sp.csr_matrix(relevant)
     n_relevant = np.diff(relevant.indptr).astype(np.float64)
-    hits = _hit_matrix(recommended, relevant)
+    hits = hit_matrix(recommended, relevant)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     dcg = (hits * discounts).sum(axis=1)
     ideal_length = np.minimum(n_relevant, k).astype(np.int64)
@@ -67,7 +67,7 @@ def per_user_metrics(recommended: np.ndarray, relevant: sp.csr_matrix, k: int = 
     return metrics
 
 
-def _hit_matrix(recommended: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
+def hit_matrix(recommended: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
     """hits[u, r] = 1.0 if the item at rank r of user u is relevant."""
     n_rows, k = recommended.shape
     rows = np.repeat(np.arange(n_rows), k)

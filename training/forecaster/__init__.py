@@ -20,5 +20,3 @@ serving knows every listed pair. Where each job lives:
 The served model (`models.forecasting.served.ServedForecaster`) lives with the model: it holds the
 forecast from the last origin, so `answer` slices arrays.
 """
-
-from training.forecaster.family import FAMILY  # noqa: F401

@@ -14,5 +14,3 @@ Where each job lives:
 - family.py: `FAMILY`, the record the training flow reads.
 The model itself (retrieval, candidates, the served class) lives in models/recommendation/.
 """
-
-from training.recommender.family import FAMILY  # noqa: F401

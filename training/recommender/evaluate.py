@@ -181,9 +181,9 @@ class Precomputed(Recommender):
 
 
 def _recall_curve(ranking: np.ndarray, relevant: sp.csr_matrix, max_k: int) -> list[float]:
-    from training.evaluation.ranking import _hit_matrix
+    from training.evaluation.ranking import hit_matrix
 
-    hits = _hit_matrix(ranking[:, :max_k], relevant)
+    hits = hit_matrix(ranking[:, :max_k], relevant)
     n_relevant = np.diff(relevant.indptr).astype(np.float64)
     return (np.cumsum(hits, axis=1) / n_relevant[:, None]).mean(axis=0).tolist()
 
