@@ -26,9 +26,9 @@ from features.forget import (
     audit_records,
     forget_user,
     forgotten_path,
-    online_keys,
     user_digest,
 )
+from features.forget_online import online_keys
 from features.ingest import ingest
 from features.store import apply_definitions, online_features
 from features.tables import read_table
@@ -75,7 +75,7 @@ def request_for(user: str, market: str) -> dict[str, Any]:
 def served_answer(settings: Settings, model: ServedRecommender, request: dict[str, Any]) -> dict[str, Any]:
     """What the Recommender deployment does per request: prepare (the forgotten list), the model's
     online entities, Feast's online store, then the model's answer."""
-    from serving.app import Recommender
+    from serving.endpoints import Recommender
 
     endpoint = object.__new__(Recommender.func_or_class)  # the deployment's class, without Ray or MLflow
     endpoint.forgotten = ForgottenUsers(settings)

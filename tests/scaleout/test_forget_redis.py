@@ -13,7 +13,7 @@ from test_feature_store import JANUARY, january_stamps, synthetic_table
 
 from configs.settings import Settings
 from features.feature_repo.definitions import PROJECT, build_definitions
-from features.forget import OnlineStoreKeys, user_views
+from features.forget_online import OnlineStoreKeys, user_views
 from features.store import FEATURE_REPO_DIR, repo_config_values
 from features.transforms import FEATURE_TABLES
 from features.transforms.build import write_feature_table

@@ -41,8 +41,9 @@ def bidder_app(
     so no Recommender or Forecaster replica takes a share of the 2 cores."""
     from ray import serve
 
-    from serving.app import Bidder, Ingress
     from serving.deploy import TRADEWIND_IMPORT, deployment_options
+    from serving.endpoints import Bidder
+    from serving.ingress import Ingress
     from serving.settings import application, load_serving_config
 
     configured = deployment_options(

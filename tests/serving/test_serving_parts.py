@@ -233,7 +233,7 @@ def test_only_repeatable_calls_are_asked_again_when_their_replica_dies() -> None
 
     from ray.exceptions import ActorDiedError
 
-    from serving.app import call_deployment
+    from serving.ingress import call_deployment
 
     for endpoint in ("recommend", "forecast"):
         handle = _DyingReplicas(deaths=1)

@@ -1,0 +1,182 @@
+"""The HTTP ingress of the Tradewind Ray Serve application: FastAPI routes, validation, metrics.
+
+    HTTP -> Ingress (FastAPI: validation, metrics, /docs) -> the model deployments' handles
+
+Each route validates its body against `serving.schemas`, calls one deployment of
+`serving/endpoints.py` and turns its answer (or its error) into the JSON response.
+"""
+
+import asyncio
+import json
+import logging
+import math
+import time
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.handle import DeploymentHandle
+
+from configs.families import BIDDER, FORECASTER, RECOMMENDER
+from serving.schemas import BidOutcome, BidRequest, ForecastRequest, RecommendRequest, error_detail
+
+logger = logging.getLogger("tradewind.serving")
+
+# calls answered again by another replica when theirs dies mid-request (killed, crashed, its node
+# lost): answering twice is harmless for these. Never a bid or an outcome: each one reserves or
+# settles budget, and the dead replica may have done so before it died.
+RETRIED_ON_REPLICA_DEATH = frozenset({(RECOMMENDER.endpoint, "handle"), (FORECASTER.endpoint, "handle")})
+LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000, 2500]
+
+api = FastAPI(
+    title="Tradewind serving",
+    description="Recommendations, demand forecasts and ad bids from the models the MLflow registry "
+    "calls champion (and challenger, on a configured share of requests).",
+    version="1",
+)
+
+
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    # a bug, not a bad input: logged with its trace, and still a JSON answer
+    logger.exception("unexpected error on %s", request.url.path)
+    return JSONResponse({"detail": f"internal error: {type(error).__name__}"}, status_code=500)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _json_response(body: dict[str, Any], status: int) -> Response:
+    # JSON has no NaN: a missing online feature or a model's NaN becomes null instead of a 500
+    try:
+        text = json.dumps(body, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        text = json.dumps(_finite(body), allow_nan=False, separators=(",", ":"))
+    return Response(text, status_code=status, media_type="application/json")
+
+
+def _metrics() -> tuple[Any, Any]:
+    from ray.serve.metrics import Counter, Histogram
+
+    requests = Counter(
+        "tradewind_requests",
+        description="Requests per endpoint, model variant and HTTP status.",
+        tag_keys=("endpoint", "variant", "status"),
+    )
+    latency = Histogram(
+        "tradewind_request_latency_ms",
+        description="Request latency inside the ingress, per endpoint and variant (ms).",
+        boundaries=LATENCY_BOUNDARIES_MS,
+        tag_keys=("endpoint", "variant"),
+    )
+    return requests, latency
+
+
+async def call_deployment(handle: Any, endpoint: str, method: str, payload: Any) -> dict[str, Any]:
+    """`handle.<method>.remote(payload)`; asked once more when the replica died mid-call and the
+    call is one answering twice is harmless for (RETRIED_ON_REPLICA_DEATH)."""
+    call = getattr(handle, method)
+    try:
+        return await call.remote(payload)
+    except RayActorError as error:  # ActorDiedError, ActorUnavailableError
+        if (endpoint, method) not in RETRIED_ON_REPLICA_DEATH:
+            raise
+        # the router has dropped the dead replica already: the retry goes to a live one
+        logger.warning("/%s: replica lost mid-request (%s), asked again once", endpoint, type(error).__name__)
+        return await call.remote(payload)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1})
+@serve.ingress(api)
+class Ingress:
+    def __init__(
+        self, recommender: DeploymentHandle, forecaster: DeploymentHandle, bidder: DeploymentHandle
+    ) -> None:
+        self.handles = {
+            RECOMMENDER.endpoint: recommender,
+            FORECASTER.endpoint: forecaster,
+            BIDDER.endpoint: bidder,
+        }
+        self.requests_metric, self.latency_metric = _metrics()
+
+    async def _call(self, endpoint: str, method: str, payload: Any) -> Response:
+        started = time.perf_counter()
+        result = await call_deployment(self.handles[endpoint], endpoint, method, payload)
+        variant = result.get("variant", "none")
+        if "error" in result:
+            error = result["error"]
+            status = error["status"]
+            body: dict[str, Any] = {"detail": error_detail(error["field"], error["message"])}
+            if status >= 500:
+                body = {"detail": error["message"]}
+        else:
+            status = 200
+            body = {**result["answer"]}
+            if "variant" in result:
+                body.update(variant=variant, model=result["model"])
+        self.requests_metric.inc(tags={"endpoint": endpoint, "variant": variant, "status": str(status)})
+        self.latency_metric.observe(
+            (time.perf_counter() - started) * 1000.0, tags={"endpoint": endpoint, "variant": variant}
+        )
+        return _json_response(body, status)
+
+    @api.post(
+        f"/{RECOMMENDER.endpoint}",
+        summary="Top-k products for a user in a market (cold start for unknown users)",
+    )
+    async def recommend(self, body: RecommendRequest) -> Response:
+        return await self._call(RECOMMENDER.endpoint, "handle", body.model_dump(mode="json"))
+
+    @api.post(
+        f"/{FORECASTER.endpoint}",
+        summary="Demand forecast per product for the next `horizon` days, with quantiles",
+    )
+    async def forecast(self, body: ForecastRequest) -> Response:
+        return await self._call(FORECASTER.endpoint, "handle", body.model_dump(mode="json"))
+
+    @api.post(
+        f"/{BIDDER.endpoint}",
+        summary="A bid for one auction under the campaign's daily budget (reserved atomically)",
+    )
+    async def bid(self, body: BidRequest) -> Response:
+        return await self._call(BIDDER.endpoint, "handle", body.model_dump(mode="json"))
+
+    @api.post(
+        f"/{BIDDER.endpoint}/outcome",
+        summary="Settle a bid: won or lost, what it cost, whether it was clicked",
+    )
+    async def bid_outcome(self, body: BidOutcome) -> Response:
+        return await self._call(BIDDER.endpoint, "outcome", body.model_dump(mode="json"))
+
+    @api.get("/campaigns/{campaign_id}/pacing", summary="A campaign's budget state for its market-local day")
+    async def pacing(self, campaign_id: str, timestamp: datetime | None = None) -> Response:
+        query = {"campaign_id": campaign_id, "timestamp": timestamp.isoformat() if timestamp else None}
+        return await self._call(BIDDER.endpoint, "pacing_state", query)
+
+    @api.get("/healthz", summary="Liveness of the HTTP ingress")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/models", summary="Which registered version and alias each endpoint serves")
+    async def models(self) -> dict[str, Any]:
+        async def one(endpoint: str, handle: DeploymentHandle) -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(handle.status.remote(), timeout=5.0)
+            except Exception as error:  # a deployment that cannot answer is reported, not raised
+                return {
+                    "endpoint": endpoint,
+                    "last_error": f"deployment not answering: {type(error).__name__}",
+                }
+
+        statuses = await asyncio.gather(*(one(name, handle) for name, handle in self.handles.items()))
+        return {status["endpoint"]: status for status in statuses}
