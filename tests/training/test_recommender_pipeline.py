@@ -86,6 +86,25 @@ def test_train_registers_the_champion_with_finite_metrics(trained: tuple[Setting
     assert {"plots/recall_at_k.png", "plots/ndcg_by_market.png"} <= artifacts
 
 
+BASELINES = ("most_popular", "item_knn", "ease")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="target missed (#16): on the tiny world the trained recommender ranks below its strongest "
+    "baseline (measured nDCG@10 0.370 vs most-popular 0.386; EASE 0.379, item-kNN 0.368); strict, so the day "
+    "it passes the suite goes red until this mark is removed",
+)
+def test_the_trained_recommender_beats_its_strongest_baseline(trained: tuple[Settings, TrainResult]) -> None:
+    """On the simulator's world, where the oracle shows there is signal to find beyond popularity."""
+    settings, result = trained
+    configure_tracking(settings)
+    metrics = tracking_client().get_run(result.run_id).data.metrics
+    baselines = {name: metrics[f"{name}.ndcg_at_10"] for name in BASELINES}
+    strongest = max(baselines, key=baselines.__getitem__)
+    assert metrics["tradewind.ndcg_at_10"] > baselines[strongest], (strongest, baselines)
+
+
 def test_known_user_gets_listed_unbought_items_with_reasons(
     served: ServedRecommender, world: dict[str, pl.DataFrame]
 ) -> None:
