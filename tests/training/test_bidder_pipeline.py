@@ -78,6 +78,23 @@ def test_train_registers_a_champion_with_finite_metrics(trained: tuple[Settings,
     assert {"pacing_f1_8", "dqn_learning_curve"} <= set(evaluation.figures)
 
 
+BASELINE_POLICIES = ("constant", "linear", "fixed_lambda", "pid")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="target missed (#15): on the tiny world the DQN bidder reaches less of the hindsight optimum "
+    "than its strongest baseline (measured 80.3% vs fixed lambda 87.9%, mean over the budget levels); "
+    "strict, so the day it passes the suite goes red until this mark is removed",
+)
+def test_the_trained_bidder_beats_its_strongest_baseline(trained: tuple[Settings, TrainResult]) -> None:
+    """On the simulator's world, where the hindsight optimum of each held-out day is known."""
+    flat = _flat(trained[1].evaluation.metrics)
+    baselines = {policy: flat[f"mean_pct_of_optimum.{policy}"] for policy in BASELINE_POLICIES}
+    strongest = max(baselines, key=baselines.__getitem__)
+    assert flat["mean_pct_of_optimum.dqn"] > baselines[strongest], (strongest, baselines)
+
+
 def test_loaded_model_answers_its_smoke_request(served: ServedBidder) -> None:
     answer = served.answer(served.smoke_request())
     assert set(answer) == {"bid", "pctr", "lambda"}
