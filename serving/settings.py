@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import Field
 
 from configs import ConfigError, StrictModel, format_validation_error, read_config_file, validate_config
+from configs.families import FAMILY_NAMES
 from configs.settings import Settings, load_settings
 from tracking.registry import CHALLENGER, CHAMPION
 
@@ -25,7 +26,7 @@ SERVING_CONFIG = "serving"
 # deployment names in code and in configs/serving.yaml
 INGRESS = "Ingress"
 ECHO = "Echo"
-MODEL_DEPLOYMENTS = {"recommend": "Recommender", "forecast": "Forecaster", "bid": "Bidder"}
+MODEL_DEPLOYMENTS = {family.endpoint: family.deployment for family in FAMILY_NAMES.values()}
 
 
 class BatchingSettings(StrictModel):

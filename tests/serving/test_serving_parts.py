@@ -35,10 +35,17 @@ def test_serving_config_is_a_valid_ray_serve_config_naming_our_deployments() -> 
     schema = ServeDeploySchema.model_validate(config)
     names = {deployment.name for app in schema.applications for deployment in app.deployments}
     assert {"Ingress", "Echo", *MODEL_DEPLOYMENTS.values()} <= names
-    import serving.app as app
+    import serving.app
+    import serving.endpoints
+    import serving.ingress
 
+    defined = {
+        "Echo": serving.app.Echo,
+        "Ingress": serving.ingress.Ingress,
+        **{name: getattr(serving.endpoints, name) for name in MODEL_DEPLOYMENTS.values()},
+    }
     for name in names:  # every configured deployment exists under that name in the code
-        assert getattr(app, name).name == name
+        assert defined[name].name == name
     recommender = next(
         d for a in config["applications"] for d in a["deployments"] if d["name"] == "Recommender"
     )
