@@ -46,10 +46,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from configs.families import FAMILY_NAMES
 from training.evaluation.intervals import quantile_interval
 
 ENDPOINTS = ("echo", "recommend", "forecast", "bid")
-PATHS = {"echo": "/echo", "recommend": "/recommend", "forecast": "/forecast", "bid": "/bid"}
+PATHS = {"echo": "/echo", **{family.endpoint: f"/{family.endpoint}" for family in FAMILY_NAMES.values()}}
 P99_TARGETS = {"recommend": 1.5, "bid": 1.2}
 RPS_TARGET = 0.7
 MIN_CATALOGUE = 10_000

@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from configs.families import FAMILY_NAMES
 from configs.settings import Settings
 
-ENDPOINT_PATHS = {"recommend": "/recommend", "forecast": "/forecast", "bid": "/bid"}
+ENDPOINT_PATHS = {family.endpoint: f"/{family.endpoint}" for family in FAMILY_NAMES.values()}
 
 
 def _shortened(answer: dict[str, Any], keep: int = 3) -> dict[str, Any]:
