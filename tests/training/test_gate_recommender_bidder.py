@@ -24,12 +24,12 @@ from configs import validate_config
 from configs.settings import MlflowSettings, Settings
 from tracking.registry import CHAMPION, load_served_model, version_for_alias
 from tracking.runs import configure_tracking, tracking_client
-from training import recommender
 from training.bidder.config import BidderConfig
 from training.bidder.family import FAMILY as BIDDER_FAMILY
 from training.evaluation.ranking import relevant_items
 from training.pipeline import TrainingSet, TrainResult, train
 from training.recommender.config import RecommenderConfig
+from training.recommender.family import FAMILY as RECOMMENDER_FAMILY
 from training.recommender.gate import as_of_holdout, served_rankings
 from training.retrain import DECISION_TAG, retrain
 
@@ -82,11 +82,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def recommenders(world: Settings) -> Trained:
     """The crippled recommender registered first (the champion), then a good one (a challenger)."""
     config = small_recommender_config()
-    training_set = recommender.FAMILY.training_set(world, config)
+    training_set = RECOMMENDER_FAMILY.training_set(world, config)
     crippled = train(
-        world, recommender.FAMILY, config, params=CRIPPLED_RECOMMENDER, training_set=training_set
+        world, RECOMMENDER_FAMILY, config, params=CRIPPLED_RECOMMENDER, training_set=training_set
     )
-    good = train(world, recommender.FAMILY, config, training_set=training_set)
+    good = train(world, RECOMMENDER_FAMILY, config, training_set=training_set)
     assert crippled.aliases == (CHAMPION,) and good.aliases != (CHAMPION,)
     return Trained(world, config, training_set, good, crippled)
 
@@ -108,7 +108,7 @@ def bidders(world: Settings) -> Trained:
 
 
 def test_recommender_comparison_ranks_the_good_model_first(recommenders: Trained) -> None:
-    family, trained = recommender.FAMILY, recommenders
+    family, trained = RECOMMENDER_FAMILY, recommenders
     crippled, good = trained.load(trained.crippled), trained.load(trained.good)
     comparison = family.compare_on_holdout(
         crippled, good, trained.good.params, trained.training_set, trained.config
@@ -137,7 +137,7 @@ def test_recommender_comparison_ranks_the_good_model_first(recommenders: Trained
 def test_recommender_compared_with_itself_ties(recommenders: Trained) -> None:
     trained = recommenders
     first, second = trained.load(trained.good), trained.load(trained.good)
-    comparison = recommender.FAMILY.compare_on_holdout(
+    comparison = RECOMMENDER_FAMILY.compare_on_holdout(
         first, second, trained.good.params, trained.training_set, trained.config
     )
     assert comparison.champion == comparison.challenger > 0
@@ -168,7 +168,7 @@ def test_recommender_users_a_champion_does_not_know_get_its_cold_start_answer(re
     good = trained.load(trained.good)
     forgetful = copy.copy(good)  # knows every other user only, as an older champion might
     forgetful.user_index = {user: i for user, i in good.user_index.items() if i % 2 == 0}
-    comparison = recommender.FAMILY.compare_on_holdout(
+    comparison = RECOMMENDER_FAMILY.compare_on_holdout(
         forgetful, good, {}, trained.training_set, trained.config
     )
     details = comparison.details
@@ -250,7 +250,7 @@ def retrain_world(recommenders: Trained, tmp_path: Path) -> Settings:
 def test_recommender_retrain_promotes_the_better_and_refuses_the_worse(
     recommenders: Trained, retrain_world: Settings
 ) -> None:
-    family, settings, config = recommender.FAMILY, retrain_world, recommenders.config
+    family, settings, config = RECOMMENDER_FAMILY, retrain_world, recommenders.config
     crippled_version = recommenders.crippled.version
     assert crippled_version is not None
     configure_tracking(settings)
