@@ -10,6 +10,17 @@ concurrency, requests, errors, p50_ms, p95_ms, p99_ms, rps, rss_mb (resident mem
 serving processes after the run, MB), and n, n_of ("requests"), ci95_of ("p99_ms"), ci95_low,
 ci95_high: the seeded bootstrap 95% interval of p99 over the level's requests.
 
+That closed loop (each worker waits for its answer before sending again) slows down with the server
+and so hides tail latency under load (coordinated omission). `--open-loop-rates 50,100` adds open-loop
+levels (benchmarks/load_generator.py): requests sent at that fixed arrival rate for `--seconds`
+(`--arrivals constant`, the default, or `poisson` drawn from `--seed`), each at its intended time
+whether or not earlier ones have answered, latency counted from that intended time. Every row also
+has mode ("closed"/"open"), offered_rps (open loop; null for closed), achieved_rps (HTTP answers per
+second), status_200, status_4xx, status_503, status_other (other statuses and no answer), max_ms,
+late_sends (sends more than `--late-ms`, 10 ms, behind their intended time) and generator_limited
+(late sends over 1%: the load generator, not the server, limited that row); open rows have
+concurrency null. `--concurrency none` leaves the closed loop out.
+
 By default it starts configs/serving.yaml itself on a free loopback port, for the data folder of
 the platform settings (or --data-dir), serving whatever holds `champion` there. The /recommend
 target needs a catalogue of at least 10,000 products: the default marketplace has 1,000 per unit
@@ -38,6 +49,7 @@ import re
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +58,16 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from benchmarks.load_generator import (
+    ARRIVALS,
+    LATE_BOUND_S,
+    MAX_IN_FLIGHT,
+    STATUS_CLASSES,
+    OpenLoopRun,
+    open_loop,
+    status_class,
+)
+from configs import InputError
 from configs.families import FAMILY_NAMES
 from training.evaluation.intervals import quantile_interval
 
@@ -59,14 +81,24 @@ MIN_CATALOGUE = 10_000
 @dataclass
 class Row:
     endpoint: str
-    concurrency: int
+    concurrency: int | None  # closed loop: the workers; open loop: None (the rate sets the load)
     requests: int
-    errors: int
+    errors: int  # answers other than 200, and requests with no HTTP answer
     p50_ms: float
     p95_ms: float
     p99_ms: float
-    rps: float
+    rps: float  # answers per second (= achieved_rps)
     rss_mb: float = 0.0
+    mode: str = "closed"  # "closed": each worker waits for its answer; "open": a fixed arrival rate
+    offered_rps: float | None = None  # open loop: the arrival rate asked for
+    achieved_rps: float = 0.0
+    status_200: int = 0
+    status_4xx: int = 0
+    status_503: int = 0
+    status_other: int = 0  # other statuses, and no HTTP answer (timeout, refused connection)
+    max_ms: float = 0.0
+    late_sends: int = 0  # open loop: sends more than the bound behind their intended time
+    generator_limited: bool = False  # open loop: late sends over 1%: the generator, not the server
     # the sample behind p99: every request's latency, bootstrapped (seeded)
     n: int = 0
     n_of: str = "requests"
@@ -95,7 +127,7 @@ async def measure(
     import httpx
 
     latencies: list[float] = []
-    errors = 0
+    statuses: list[int] = []
     sent = 0
     deadline = float("inf")  # set once the client is up: its start-up is not the level's time
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -103,38 +135,63 @@ async def measure(
     async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
 
         async def worker() -> None:
-            nonlocal errors, sent
+            nonlocal sent
             while sent < requests and time.perf_counter() < deadline:
                 sent += 1
                 body = bodies()
                 started = time.perf_counter()
                 try:
-                    response = await client.post(path, json=body)
-                    ok = response.status_code == 200
+                    status = (await client.post(path, json=body)).status_code
                 except httpx.HTTPError:
-                    ok = False
+                    status = 0
                 latencies.append(time.perf_counter() - started)
-                errors += not ok
+                statuses.append(status)
 
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    values = np.array(latencies) * 1000.0
-    p50, p95, p99 = (float(np.percentile(values, q)) for q in (50, 95, 99)) if len(values) else (0.0,) * 3
-    interval = quantile_interval(values, 0.99)
+    rps = sum(status != 0 for status in statuses) / wall
+    return latency_row(
+        path.strip("/"), np.array(latencies) * 1000.0, statuses, concurrency=concurrency, rps=rps
+    )
+
+
+def latency_row(endpoint: str, values_ms: np.ndarray, statuses: Sequence[int], **fields: Any) -> Row:
+    """A row's latency figures, status counts and p99 interval from every request's latency (ms)."""
+    p50, p95, p99, top = (
+        (float(np.percentile(values_ms, q)) for q in (50, 95, 99, 100)) if len(values_ms) else (0.0,) * 4
+    )
+    interval = quantile_interval(values_ms, 0.99)
+    counts = Counter(status_class(status) for status in statuses)
+    fields.setdefault("achieved_rps", fields.get("rps", 0.0))
     return Row(
-        path.strip("/"),
-        concurrency,
-        len(latencies),
-        errors,
-        p50,
-        p95,
-        p99,
-        len(latencies) / wall,
+        endpoint=endpoint,
+        requests=len(values_ms),
+        errors=sum(status != 200 for status in statuses),
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        max_ms=top,
+        **{f"status_{name}": counts[name] for name in STATUS_CLASSES},
         n=interval.n,
         ci95_low=interval.low,
         ci95_high=interval.high,
+        **fields,
+    )
+
+
+def open_loop_row(endpoint: str, run: OpenLoopRun) -> Row:
+    return latency_row(
+        endpoint,
+        run.latencies_ms(),
+        [outcome.status for outcome in run.outcomes],
+        concurrency=None,
+        rps=run.achieved_rps,
+        mode="open",
+        offered_rps=run.offered_rps,
+        late_sends=run.late_sends,
+        generator_limited=run.generator_limited,
     )
 
 
@@ -226,12 +283,23 @@ def show_metrics(port: int, wait_s: float = 20.0) -> None:
 
 
 def format_rows(rows: list[Row]) -> str:
+    """The closed-loop table, then the open-loop one; each row against echo at the same load."""
+    closed = [row for row in rows if row.mode == "closed"]
+    opened = [row for row in rows if row.mode == "open"]
+    return "\n\n".join(
+        table
+        for table in (format_closed(closed) if closed else "", format_open(opened) if opened else "")
+        if table
+    )
+
+
+def format_closed(rows: list[Row]) -> str:
     echo = {row.concurrency: row for row in rows if row.endpoint == "echo"}
     header = (
         f"{'endpoint':<10} {'conc':>4} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'p99 95% CI':>17} {'rps':>8} {'p99/echo':>8} {'rps/echo':>8}  targets"
     )
-    lines = [header, "-" * len(header)]
+    lines = ["closed loop (each worker waits for its answer before sending again)", header, "-" * len(header)]
     for row in rows:
         floor = echo.get(row.concurrency)
         p99_ratio = row.p99_ms / floor.p99_ms if floor and floor.p99_ms else float("nan")
@@ -251,6 +319,32 @@ def format_rows(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def format_open(rows: list[Row]) -> str:
+    echo = {row.offered_rps: row for row in rows if row.endpoint == "echo"}
+    header = (
+        f"{'endpoint':<10} {'offered':>7} {'achieved':>8} {'requests':>8} {'200':>6} {'4xx':>5} {'503':>5} "
+        f"{'other':>5} {'p50 ms':>8} {'p99 ms':>8} {'p99 95% CI':>17} {'max ms':>8} {'late':>5} "
+        f"{'p99/echo':>8}  note"
+    )
+    lines = [
+        "open loop (requests sent at the offered rate; latency from each one's intended send time)",
+        header,
+        "-" * len(header),
+    ]
+    for row in rows:
+        floor = echo.get(row.offered_rps)
+        p99_ratio = row.p99_ms / floor.p99_ms if floor and floor.p99_ms else float("nan")
+        note = "generator-limited (late sends > 1%)" if row.generator_limited else ""
+        interval = f"[{row.ci95_low:.2f}, {row.ci95_high:.2f}]"
+        lines.append(
+            f"{row.endpoint:<10} {row.offered_rps or 0:>7.1f} {row.achieved_rps:>8.1f} {row.requests:>8} "
+            f"{row.status_200:>6} {row.status_4xx:>5} {row.status_503:>5} {row.status_other:>5} "
+            f"{row.p50_ms:>8.2f} {row.p99_ms:>8.2f} {interval:>17} {row.max_ms:>8.1f} {row.late_sends:>5} "
+            f"{p99_ratio:>8.2f}  {note}"
+        )
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tradewind benchmark serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="measure a server already running on loopback (default: start one)")
@@ -265,25 +359,90 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=int,
         help="with --prepare-scale: the catalogue size before scaling (10000: the 10,000-product world)",
     )
-    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels (default 1,8,32)")
-    parser.add_argument("--requests", type=int, default=2000, help="at most this many requests per level")
-    parser.add_argument("--seconds", type=float, default=15.0, help="at most this long per level")
+    parser.add_argument(
+        "--concurrency",
+        default="1,8,32",
+        help="closed-loop levels, comma-separated workers (default 1,8,32); 'none': no closed loop",
+    )
+    parser.add_argument("--requests", type=int, default=2000, help="closed loop: at most this many per level")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=15.0,
+        help="closed loop: at most this long per level; open: this long",
+    )
+    parser.add_argument(
+        "--open-loop-rates",
+        default="",
+        help="open-loop levels, comma-separated requests per second (e.g. 50,100): each sends requests "
+        "at that fixed arrival rate for --seconds whether or not earlier ones have answered, and counts "
+        "latency from each one's intended send time (no coordinated omission); run after the closed loop",
+    )
+    parser.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="constant",
+        help="open loop: constant spacing (default) or Poisson arrivals drawn from --seed",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="open loop: seed of the Poisson arrivals")
+    parser.add_argument(
+        "--late-ms",
+        type=float,
+        default=LATE_BOUND_S * 1000,
+        help="open loop: a send more than this behind its intended time is late (default %(default)g); "
+        "over 1%% late marks the row generator-limited",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=MAX_IN_FLIGHT,
+        help="open loop: open requests (and pooled connections) at most; a send beyond waits and is late "
+        "(default %(default)d)",
+    )
     parser.add_argument("--warmup", type=int, default=50, help="requests per endpoint before measuring")
     parser.add_argument(
         "--endpoints", default=",".join(ENDPOINTS), help="subset of echo,recommend,forecast,bid"
     )
     parser.add_argument("--json", type=Path, help="write the rows as a JSON list here")
     args = parser.parse_args(list(argv))
-    args.levels = [int(level) for level in args.concurrency.split(",") if level.strip()]
+    closed = "" if args.concurrency.strip().lower() == "none" else args.concurrency
+    args.levels = [int(level) for level in numbers("--concurrency", closed, int)]
+    args.rates = numbers("--open-loop-rates", args.open_loop_rates, float)
     args.endpoint_list = [name.strip() for name in args.endpoints.split(",") if name.strip()]
     unknown = sorted(set(args.endpoint_list) - set(ENDPOINTS))
     if unknown:
-        parser.error(f"--endpoints: unknown {', '.join(unknown)} (known: {', '.join(ENDPOINTS)})")
+        raise InputError(f"--endpoints: unknown {', '.join(unknown)} (known: {', '.join(ENDPOINTS)})")
     if any(level < 1 or level > 1024 for level in args.levels):
-        parser.error("--concurrency: each level must be between 1 and 1024")
-    if args.requests < 1 or args.seconds <= 0:
-        parser.error("--requests and --seconds must be positive")
+        raise InputError(f"--concurrency: each level must be between 1 and 1024, got {args.concurrency!r}")
+    if any(not 0 < rate <= 10_000 for rate in args.rates):
+        raise InputError(
+            f"--open-loop-rates: each rate must be above 0 and at most 10000, got {args.open_loop_rates!r}"
+        )
+    if not args.levels and not args.rates:
+        raise InputError("--concurrency none needs --open-loop-rates: nothing to measure")
+    for name, value in (("--requests", args.requests), ("--seconds", args.seconds)):
+        if value <= 0:
+            raise InputError(f"{name}: must be positive, got {value:g}")
+    if args.late_ms <= 0 or not 1 <= args.max_in_flight <= 10_000:
+        raise InputError(
+            f"--late-ms must be positive and --max-in-flight between 1 and 10000, "
+            f"got {args.late_ms:g} and {args.max_in_flight}"
+        )
     return args
+
+
+def numbers(option: str, text: str, kind: type[int] | type[float]) -> list[float]:
+    """A comma-separated option's values; one line naming the option and value when one is not a number."""
+    values = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        try:
+            values.append(kind(part))
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise InputError(f"{option}: {part!r} is not {expected} (comma-separated, e.g. 1,8,32)") from None
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -353,6 +512,27 @@ def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
                 f"  {name} x{level}: {row.requests} requests, p99 {row.p99_ms:.2f} ms, {row.rps:.0f} rps",
                 flush=True,
             )
+    for rate in args.rates:
+        for name in args.endpoint_list:
+            load = open_loop(
+                url,
+                PATHS[name],
+                makers[name],
+                rate,
+                args.seconds,
+                arrivals=args.arrivals,
+                seed=args.seed,
+                late_bound_s=args.late_ms / 1000.0,
+                max_in_flight=args.max_in_flight,
+            )
+            row = open_loop_row(name, asyncio.run(load))
+            rows.append(row)
+            limited = ", generator-limited" if row.generator_limited else ""
+            print(
+                f"  {name} at {rate:g} rps: {row.requests} requests, {row.achieved_rps:.1f} rps answered, "
+                f"p99 {row.p99_ms:.2f} ms, {row.late_sends} late sends{limited}",
+                flush=True,
+            )
     total, by_title = serving_rss_mb()
     for row in rows:
         row.rss_mb = round(total, 1)
@@ -370,4 +550,8 @@ def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except InputError as error:  # a bad option value: one line, as `tradewind benchmark serving` prints
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

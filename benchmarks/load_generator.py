@@ -1,0 +1,167 @@
+"""Open-loop HTTP load: requests sent on a fixed arrival schedule, whatever the answers take.
+
+A closed loop (N workers, each waiting for its answer before sending the next) slows down with the
+server, so a stall delays the requests that would have been sent during it instead of showing in
+their latency (coordinated omission). Here every request has an intended send time from the
+schedule, fixed before the run; it is sent then as its own asyncio task whether or not the earlier
+ones have answered, and its latency counts from that intended time to its answer, so a request
+queued behind a stall carries the whole wait.
+
+Schedules: `constant` (one request every 1/rate s) or `poisson` (exponential gaps of mean 1/rate,
+drawn from `seed`: the same seed gives the same schedule). All requests go through one
+httpx.AsyncClient whose connection pool holds `max_in_flight` connections (default 1,000), so below
+that many open requests nothing waits client-side for a connection. A request that finds
+`max_in_flight` already open waits for a slot instead of being dropped; its send is late. A send
+more than `late_bound_s` (default 10 ms) behind its intended time counts as a late send: the
+generator, not the server, fell behind (slots used up, or its own event loop too busy). When more
+than 1% of the sends are late, the run is `generator_limited` and its figures say more about the
+generator than about the server.
+
+    run = asyncio.run(open_loop("http://127.0.0.1:8000", "/echo", body, rate=50, seconds=10))
+    run.achieved_rps, run.status_counts(), run.latencies_ms(), run.late_sends
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ARRIVALS = ("constant", "poisson")
+MAX_IN_FLIGHT = 1000
+LATE_BOUND_S = 0.010
+GENERATOR_LIMITED_SHARE = 0.01  # more late sends than this: the generator limited the run
+TIMEOUT_S = 30.0
+STATUS_CLASSES = ("200", "4xx", "503", "other")
+
+
+def arrival_times(rate: float, seconds: float, arrivals: str = "constant", seed: int = 0) -> np.ndarray:
+    """Intended send times (s from the start) of every request due within `seconds` at `rate`."""
+    if rate <= 0 or seconds <= 0:
+        raise ValueError(f"rate and seconds must be positive, got rate={rate}, seconds={seconds}")
+    if arrivals == "constant":
+        return np.arange(int(np.floor(rate * seconds))) / rate
+    if arrivals == "poisson":
+        rng = np.random.default_rng(seed)
+        # draw more gaps than the mean needs (a few standard deviations), then cut at `seconds`
+        expected = rate * seconds
+        gaps = rng.exponential(1.0 / rate, int(expected + 6.0 * np.sqrt(expected) + 10))
+        times = np.concatenate([[0.0], np.cumsum(gaps)[:-1]])
+        return times[times < seconds]
+    raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}, got {arrivals!r}")
+
+
+def status_class(status: int) -> str:
+    """The class a status is counted in: 200, 4xx, 503 or other (other 2xx/3xx/5xx; 0: no answer)."""
+    if status == 200 or status == 503:
+        return str(status)
+    if 400 <= status < 500:
+        return "4xx"
+    return "other"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request: when it was due, how late it was sent, when it was answered, and how."""
+
+    intended_s: float  # from the start of the run
+    lag_s: float  # actual send - intended send
+    latency_s: float  # answer (or failure) - intended send
+    status: int  # HTTP status; 0 when no HTTP answer came (timeout, refused connection)
+
+
+@dataclass
+class OpenLoopRun:
+    offered_rps: float
+    seconds: float
+    arrivals: str
+    late_bound_s: float
+    max_in_flight: int
+    outcomes: list[Outcome] = field(default_factory=list)
+    wall_s: float = 0.0  # from the start until the last answer
+    peak_in_flight: int = 0
+
+    @property
+    def late_sends(self) -> int:
+        return sum(outcome.lag_s > self.late_bound_s for outcome in self.outcomes)
+
+    @property
+    def generator_limited(self) -> bool:
+        return self.late_sends > GENERATOR_LIMITED_SHARE * max(len(self.outcomes), 1)
+
+    @property
+    def achieved_rps(self) -> float:
+        """HTTP answers (any status) per second, from the start until the last answer."""
+        answered = sum(outcome.status != 0 for outcome in self.outcomes)
+        return answered / max(self.wall_s, self.seconds)
+
+    def status_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUS_CLASSES, 0)
+        for outcome in self.outcomes:
+            counts[status_class(outcome.status)] += 1
+        return counts
+
+    def latencies_ms(self, status: int | None = None) -> np.ndarray:
+        """Latency from the intended send time of every request (or those answered `status`), ms."""
+        chosen = [o.latency_s for o in self.outcomes if status is None or o.status == status]
+        return np.asarray(chosen, dtype=np.float64) * 1000.0
+
+
+async def open_loop(
+    url: str,
+    path: str,
+    body: Callable[[], dict[str, Any]],
+    rate: float,
+    seconds: float,
+    *,
+    arrivals: str = "constant",
+    seed: int = 0,
+    late_bound_s: float = LATE_BOUND_S,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    timeout_s: float = TIMEOUT_S,
+    headers: dict[str, str] | None = None,
+) -> OpenLoopRun:
+    """POST `body()` to `url + path` on the schedule of `arrival_times`; returns once every request
+    has answered or failed (each within `timeout_s`)."""
+    import httpx
+
+    schedule = arrival_times(rate, seconds, arrivals, seed)
+    run = OpenLoopRun(rate, seconds, arrivals, late_bound_s, max_in_flight)
+    slots = asyncio.Semaphore(max_in_flight)
+    in_flight = 0
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, headers=headers) as client:
+        # the clock starts once the client is up: its start-up is not the run's time
+        start = time.perf_counter()
+
+        async def one(intended_s: float) -> None:
+            nonlocal in_flight
+            payload = body()
+            async with slots:
+                sent = time.perf_counter()
+                in_flight += 1
+                run.peak_in_flight = max(run.peak_in_flight, in_flight)
+                try:
+                    response = await client.post(path, json=payload)
+                    status = response.status_code
+                except httpx.HTTPError:
+                    status = 0
+                answered = time.perf_counter()
+                in_flight -= 1
+            intended = start + intended_s
+            run.outcomes.append(Outcome(intended_s, sent - intended, answered - intended, status))
+
+        tasks = []
+        for intended_s in schedule:
+            delay = start + intended_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(float(intended_s))))
+        await asyncio.gather(*tasks)
+        run.wall_s = time.perf_counter() - start
+    run.outcomes.sort(key=lambda outcome: outcome.intended_s)
+    return run
