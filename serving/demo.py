@@ -11,6 +11,7 @@ from rich.table import Table
 
 from configs.families import FAMILY_NAMES
 from configs.settings import Settings
+from serving.client import TradewindClient, TradewindError
 
 ENDPOINT_PATHS = {family.endpoint: f"/{family.endpoint}" for family in FAMILY_NAMES.values()}
 
@@ -26,53 +27,65 @@ def _shortened(answer: dict[str, Any], keep: int = 3) -> dict[str, Any]:
     return shown
 
 
+def show_endpoints(client: TradewindClient, console: Console) -> dict[str, Any]:
+    """Print what GET /models says, then send each endpoint the example request its champion
+    answered before it was swapped in and print request and answer (or the one-line refusal).
+    Returns {endpoint: (request, status, answer)}."""
+    status = client.models()
+    table = Table(title=f"Serving at {client.base_url} (docs: {client.base_url}/docs)", title_justify="left")
+    for header in ("endpoint", "model", "version", "alias", "loaded at", "registry", "last error"):
+        table.add_column(header)
+    for endpoint, facts in status.items():
+        champion = facts.variants.get("champion")
+        table.add_row(
+            endpoint,
+            str(facts.registered_model),
+            str(champion.version) if champion else "-",
+            champion.alias if champion else "-",
+            str(champion.loaded_at if champion else "-")[:19],
+            "reachable" if facts.registry_reachable else "UNREACHABLE",
+            str(facts.last_error or ""),
+        )
+    console.print(table)
+    shown: dict[str, Any] = {}
+    for endpoint, path in ENDPOINT_PATHS.items():
+        facts = status.get(endpoint)
+        champion = facts.variants.get("champion") if facts else None
+        if champion is None or not champion.example_request:
+            console.print(f"[yellow]{path}: no champion model loaded, nothing to show[/yellow]")
+            continue
+        request = champion.example_request
+        try:
+            # the client's method is the endpoint's verb, its parameters the request's fields
+            typed = getattr(client, endpoint)(**request)
+            code, answer = 200, typed.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        except TradewindError as error:
+            code, answer = error.status or 0, {"detail": str(error)}
+        shown[endpoint] = (request, code, answer)
+        console.rule(f"POST {path}  ->  {code}")
+        console.print(Syntax(json.dumps(request), "json", word_wrap=True))
+        console.print(Syntax(json.dumps(_shortened(answer), default=str), "json", word_wrap=True))
+    console.print(
+        "\nServe it yourself: tradewind serve   (then curl -X POST 127.0.0.1:8000/recommend "
+        "-H 'content-type: application/json' -d '<a request above>', or from Python: "
+        "serving.client.TradewindClient('http://127.0.0.1:8000').recommend(...))"
+    )
+    return shown
+
+
 def serve_and_show(settings: Settings, console: Console | None = None, *, keep_running: bool = False) -> dict:
-    """Start configs/serving.yaml on a free loopback port, send each endpoint the example request
-    its champion model answered before it was swapped in (from GET /models), print requests and
-    answers, then stop serving (unless `keep_running`). Returns {endpoint: (request, status, answer)}."""
-    import httpx
+    """Start configs/serving.yaml on a free loopback port, show each endpoint through the Python
+    client (`show_endpoints`), then stop serving (unless `keep_running`).
+    Returns {endpoint: (request, status, answer)}."""
     from ray import serve
 
     from serving.deploy import start_serving
 
     console = console or Console()
     serving = start_serving(settings)
-    shown: dict[str, Any] = {}
     try:
-        with httpx.Client(base_url=serving.url, timeout=60.0) as client:
-            status = client.get("/models").json()
-            table = Table(title=f"Serving at {serving.url} (docs: {serving.url}/docs)", title_justify="left")
-            for header in ("endpoint", "model", "version", "alias", "loaded at", "registry", "last error"):
-                table.add_column(header)
-            for endpoint, facts in status.items():
-                champion = facts.get("variants", {}).get("champion") or {}
-                table.add_row(
-                    endpoint,
-                    str(facts.get("registered_model")),
-                    str(champion.get("version", "-")),
-                    str(champion.get("alias", "-")),
-                    str(champion.get("loaded_at", "-"))[:19],
-                    "reachable" if facts.get("registry_reachable") else "UNREACHABLE",
-                    str(facts.get("last_error") or ""),
-                )
-            console.print(table)
-            for endpoint, path in ENDPOINT_PATHS.items():
-                champion = status.get(endpoint, {}).get("variants", {}).get("champion")
-                if not champion or not champion.get("example_request"):
-                    console.print(f"[yellow]{path}: no champion model loaded, nothing to show[/yellow]")
-                    continue
-                request = champion["example_request"]
-                response = client.post(path, json=request)
-                answer = response.json()
-                shown[endpoint] = (request, response.status_code, answer)
-                console.rule(f"POST {path}  ->  {response.status_code}")
-                console.print(Syntax(json.dumps(request), "json", word_wrap=True))
-                console.print(Syntax(json.dumps(_shortened(answer), default=str), "json", word_wrap=True))
-            console.print(
-                "\nServe it yourself: tradewind serve   (then curl -X POST 127.0.0.1:8000/recommend "
-                "-H 'content-type: application/json' -d '<a request above>')"
-            )
+        with TradewindClient(serving.url, timeout_s=60.0) as client:
+            return show_endpoints(client, console)
     finally:
         if not keep_running:
             serve.shutdown()
-    return shown

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 
 class Answer(BaseModel):
@@ -49,6 +57,12 @@ class ForecastPoint(Answer):
             quantiles = {k: v for k, v in data.items() if k[:1] == "p" and k[1:].isdigit()}
             data = {k: v for k, v in data.items() if k not in quantiles} | {"quantiles": quantiles}
         return data
+
+    @model_serializer(mode="wrap")
+    def _spread_quantiles(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # dumped as the server sent it (p10, p50... beside mean), so a dump can be shown as the answer
+        data = dump(self)
+        return {**{k: v for k, v in data.items() if k != "quantiles"}, **data.get("quantiles", {})}
 
 
 class Forecast(Answer):

@@ -442,6 +442,60 @@ def test_the_async_client_retries_recommend_and_sends_bid_once() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the demo shows each endpoint through the client
+
+
+def test_the_demo_sends_each_champion_example_through_the_client_and_shows_refusals() -> None:
+    from rich.console import Console
+
+    from serving.demo import show_endpoints
+
+    examples = {
+        "recommend": {"user_id": "u1", "market": "US", "k": 2, "exclude": [], "explain": False},
+        "forecast": {"product_ids": ["p1"], "market": "US", "horizon": 1, "quantiles": [0.5]},
+        "bid": {"campaign_id": "c1", "request": {"exchange": "x1"}},
+    }
+    status = {
+        endpoint: {
+            "endpoint": endpoint,
+            "registered_model": f"tradewind-{endpoint}",
+            "variants": {"champion": {"alias": "champion", "version": 1, "example_request": example}},
+            "registry_reachable": True,
+        }
+        for endpoint, example in examples.items()
+    }
+    point = {"product_id": "p1", "date": "2026-12-06", "mean": 2.0, "p50": 2.0}
+    answers = {
+        "/models": ok(status),
+        "/recommend": ok(
+            {
+                "items": [{"product_id": "p1", "score": 1.0}],
+                "cold_start": False,
+                "variant": "champion",
+                "model": SERVED_BY,
+            }
+        ),
+        "/forecast": ok({"market": "US", "forecasts": [point], "variant": "champion", "model": SERVED_BY}),
+        "/bid": httpx.Response(
+            404, json={"detail": [{"loc": ["body", "campaign_id"], "msg": "unknown campaign 'c1'"}]}
+        ),
+    }
+    server = Server(lambda request: answers[request.url.path])
+    console = Console(record=True, width=200)
+    with client_of(server) as client:
+        shown = show_endpoints(client, console)
+    sent = [json.loads(request.content) for request in server.requests[1:]]
+    assert sent == [*list(examples.values())[:2], {**examples["bid"], "timestamp": None}]  # null: now
+    assert shown["recommend"][1] == 200
+    assert shown["recommend"][2]["items"] == [{"product_id": "p1", "score": 1.0}]  # no field it lacked
+    assert shown["forecast"][2]["forecasts"] == [point]  # shown as the server sent it
+    assert shown["bid"][1] == 404
+    assert shown["bid"][2] == {"detail": "POST /bid: 404 campaign_id: unknown campaign 'c1'"}
+    printed = console.export_text()
+    assert "POST /forecast  ->  200" in printed and "POST /bid  ->  404" in printed
+
+
+# ---------------------------------------------------------------------------------------------
 # the real app
 
 
