@@ -23,6 +23,7 @@ generator than about the server.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from configs import InputError
 
 ARRIVALS = ("constant", "poisson")
 MAX_IN_FLIGHT = 1000
@@ -165,3 +168,58 @@ async def open_loop(
         run.wall_s = time.perf_counter() - start
     run.outcomes.sort(key=lambda outcome: outcome.intended_s)
     return run
+
+
+def add_open_loop_options(parser: argparse.ArgumentParser) -> None:
+    """The generator's own options (--arrivals, --seed, --late-ms, --max-in-flight), for every
+    benchmark that offers load open-loop; `open_loop_options` checks them."""
+    parser.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="constant",
+        help="open loop: constant spacing (default) or Poisson arrivals drawn from --seed",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="open loop: seed of the Poisson arrivals")
+    parser.add_argument(
+        "--late-ms",
+        type=float,
+        default=LATE_BOUND_S * 1000,
+        help="open loop: a send more than this behind its intended time is late (default %(default)g); "
+        "over 1%% late marks the row generator-limited",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=MAX_IN_FLIGHT,
+        help="open loop: open requests (and pooled connections) at most; a send beyond waits and is late "
+        "(default %(default)d)",
+    )
+
+
+def open_loop_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`open_loop`'s keyword arguments from the options `add_open_loop_options` added."""
+    if args.late_ms <= 0:
+        raise InputError(f"--late-ms: must be positive, got {args.late_ms:g}")
+    if not 1 <= args.max_in_flight <= 10_000:
+        raise InputError(f"--max-in-flight: must be between 1 and 10000, got {args.max_in_flight}")
+    return {
+        "arrivals": args.arrivals,
+        "seed": args.seed,
+        "late_bound_s": args.late_ms / 1000.0,
+        "max_in_flight": args.max_in_flight,
+    }
+
+
+def comma_numbers(option: str, text: str, kind: type[int] | type[float]) -> list[float]:
+    """A comma-separated option's values (levels, rates, multiples); one line naming the option and
+    the value when one is not a number."""
+    values = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        try:
+            values.append(kind(part))
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise InputError(f"{option}: {part!r} is not {expected} (comma-separated, e.g. 1,8,32)") from None
+    return values

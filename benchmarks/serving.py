@@ -10,16 +10,11 @@ concurrency, requests, errors, p50_ms, p95_ms, p99_ms, rps, rss_mb (resident mem
 serving processes after the run, MB), and n, n_of ("requests"), ci95_of ("p99_ms"), ci95_low,
 ci95_high: the seeded bootstrap 95% interval of p99 over the level's requests.
 
-That closed loop (each worker waits for its answer before sending again) slows down with the server
-and so hides tail latency under load (coordinated omission). `--open-loop-rates 50,100` adds open-loop
-levels (benchmarks/load_generator.py): requests sent at that fixed arrival rate for `--seconds`
-(`--arrivals constant`, the default, or `poisson` drawn from `--seed`), each at its intended time
-whether or not earlier ones have answered, latency counted from that intended time. Every row also
-has mode ("closed"/"open"), offered_rps (open loop; null for closed), achieved_rps (HTTP answers per
-second), status_200, status_4xx, status_503, status_other (other statuses and no answer), max_ms,
-late_sends (sends more than `--late-ms`, 10 ms, behind their intended time) and generator_limited
-(late sends over 1%: the load generator, not the server, limited that row); open rows have
-concurrency null. `--concurrency none` leaves the closed loop out.
+The closed loop hides tail latency under load (coordinated omission): `--open-loop-rates 50,100`
+adds open-loop levels (benchmarks/load_generator.py: requests sent at that fixed rate for
+`--seconds`, latency from each one's intended send time). Every row also has mode ("closed"/"open"),
+offered_rps (null when closed), achieved_rps, status_200/4xx/503/other, max_ms, late_sends and
+generator_limited; open rows have concurrency null. `--concurrency none`: no closed loop.
 
 By default it starts configs/serving.yaml itself on a free loopback port, for the data folder of
 the platform settings (or --data-dir), serving whatever holds `champion` there. The /recommend
@@ -59,12 +54,12 @@ from urllib.parse import urlparse
 import numpy as np
 
 from benchmarks.load_generator import (
-    ARRIVALS,
-    LATE_BOUND_S,
-    MAX_IN_FLIGHT,
     STATUS_CLASSES,
     OpenLoopRun,
+    add_open_loop_options,
+    comma_numbers,
     open_loop,
+    open_loop_options,
     status_class,
 )
 from configs import InputError
@@ -378,27 +373,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "at that fixed arrival rate for --seconds whether or not earlier ones have answered, and counts "
         "latency from each one's intended send time (no coordinated omission); run after the closed loop",
     )
-    parser.add_argument(
-        "--arrivals",
-        choices=ARRIVALS,
-        default="constant",
-        help="open loop: constant spacing (default) or Poisson arrivals drawn from --seed",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="open loop: seed of the Poisson arrivals")
-    parser.add_argument(
-        "--late-ms",
-        type=float,
-        default=LATE_BOUND_S * 1000,
-        help="open loop: a send more than this behind its intended time is late (default %(default)g); "
-        "over 1%% late marks the row generator-limited",
-    )
-    parser.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=MAX_IN_FLIGHT,
-        help="open loop: open requests (and pooled connections) at most; a send beyond waits and is late "
-        "(default %(default)d)",
-    )
+    add_open_loop_options(parser)
     parser.add_argument("--warmup", type=int, default=50, help="requests per endpoint before measuring")
     parser.add_argument(
         "--endpoints", default=",".join(ENDPOINTS), help="subset of echo,recommend,forecast,bid"
@@ -406,8 +381,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the rows as a JSON list here")
     args = parser.parse_args(list(argv))
     closed = "" if args.concurrency.strip().lower() == "none" else args.concurrency
-    args.levels = [int(level) for level in numbers("--concurrency", closed, int)]
-    args.rates = numbers("--open-loop-rates", args.open_loop_rates, float)
+    args.levels = [int(level) for level in comma_numbers("--concurrency", closed, int)]
+    args.rates = comma_numbers("--open-loop-rates", args.open_loop_rates, float)
     args.endpoint_list = [name.strip() for name in args.endpoints.split(",") if name.strip()]
     unknown = sorted(set(args.endpoint_list) - set(ENDPOINTS))
     if unknown:
@@ -423,26 +398,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for name, value in (("--requests", args.requests), ("--seconds", args.seconds)):
         if value <= 0:
             raise InputError(f"{name}: must be positive, got {value:g}")
-    if args.late_ms <= 0 or not 1 <= args.max_in_flight <= 10_000:
-        raise InputError(
-            f"--late-ms must be positive and --max-in-flight between 1 and 10000, "
-            f"got {args.late_ms:g} and {args.max_in_flight}"
-        )
+    args.open_loop = open_loop_options(args)
     return args
-
-
-def numbers(option: str, text: str, kind: type[int] | type[float]) -> list[float]:
-    """A comma-separated option's values; one line naming the option and value when one is not a number."""
-    values = []
-    for part in (part.strip() for part in text.split(",")):
-        if not part:
-            continue
-        try:
-            values.append(kind(part))
-        except ValueError:
-            expected = "a whole number" if kind is int else "a number"
-            raise InputError(f"{option}: {part!r} is not {expected} (comma-separated, e.g. 1,8,32)") from None
-    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -514,17 +471,7 @@ def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
             )
     for rate in args.rates:
         for name in args.endpoint_list:
-            load = open_loop(
-                url,
-                PATHS[name],
-                makers[name],
-                rate,
-                args.seconds,
-                arrivals=args.arrivals,
-                seed=args.seed,
-                late_bound_s=args.late_ms / 1000.0,
-                max_in_flight=args.max_in_flight,
-            )
+            load = open_loop(url, PATHS[name], makers[name], rate, args.seconds, **args.open_loop)
             row = open_loop_row(name, asyncio.run(load))
             rows.append(row)
             limited = ", generator-limited" if row.generator_limited else ""

@@ -239,7 +239,7 @@ def test_the_serving_benchmark_writes_open_loop_rows(
         (["--open-loop-rates", "0"], "--open-loop-rates: each rate must be above 0"),
         (["--concurrency", "1,x"], "--concurrency: 'x' is not a whole number"),
         (["--concurrency", "none"], "--concurrency none needs --open-loop-rates"),
-        (["--open-loop-rates", "10", "--late-ms", "-1"], "--late-ms must be positive"),
+        (["--open-loop-rates", "10", "--late-ms", "-1"], "--late-ms: must be positive"),
     ],
 )
 def test_bad_open_loop_options_give_one_line_and_exit_2(options: list[str], message: str) -> None:
