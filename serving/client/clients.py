@@ -51,8 +51,10 @@ class _Base:
 
 
 class TradewindClient(_Base):
-    """The sync client. `transport` (e.g. httpx.MockTransport) and `sleep`/`clock`/`rng` are
-    injectable for tests; `deadline_ms` is every call's default (each method takes its own)."""
+    """The sync client; each phase of an attempt (connect, write, each read) is bounded by
+    min(timeout_s, what is left of the deadline). `transport` (e.g. httpx.MockTransport) and
+    `sleep`/`clock`/`rng` are injectable for tests; `deadline_ms` is every call's default (each
+    method takes its own)."""
 
     def __init__(
         self,
@@ -165,7 +167,8 @@ class TradewindClient(_Base):
 
 
 class AsyncTradewindClient(_Base):
-    """`TradewindClient` on httpx.AsyncClient: the same methods, awaited, the same retry plan."""
+    """`TradewindClient` on httpx.AsyncClient: the same methods, awaited, the same retry plan; each
+    attempt as a whole is bounded by min(timeout_s, what is left of the deadline)."""
 
     def __init__(
         self,
@@ -209,10 +212,16 @@ class AsyncTradewindClient(_Base):
                     await self.sleep(step.seconds)
                     step = steps.send(None)
                     continue
+                # httpx bounds each phase (connect, each read...); here the attempt as a whole
+                bound = step.request.extensions["timeout"]["read"]
                 try:
-                    outcome: httpx.Response | Exception = await self.http.send(step.request)
+                    outcome: httpx.Response | Exception = await asyncio.wait_for(
+                        self.http.send(step.request), bound
+                    )
                 except httpx.TransportError as error:
                     outcome = error
+                except TimeoutError:
+                    outcome = httpx.ReadTimeout(f"no answer in {bound:g} s", request=step.request)
                 step = steps.send(outcome)
             except StopIteration as done:
                 return done.value

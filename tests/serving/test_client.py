@@ -441,6 +441,27 @@ def test_the_async_client_retries_recommend_and_sends_bid_once() -> None:
     assert server.requests[0].headers["authorization"] == "Bearer k"
 
 
+def test_the_async_client_bounds_a_whole_attempt_by_the_deadline() -> None:
+    seen: list[httpx.Request] = []
+
+    async def never(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        await asyncio.Event().wait()  # a server that accepted the request and never answers
+        raise AssertionError("unreachable")
+
+    async def run() -> float:
+        transport = httpx.MockTransport(never)
+        async with AsyncTradewindClient("http://t", deadline_ms=50, transport=transport) as client:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(DeadlineExceeded) as raised:
+                await client.recommend("u1", "US")
+            assert str(raised.value).startswith("POST /recommend: no answer in time")
+            return asyncio.get_running_loop().time() - started
+
+    waited = asyncio.run(run())
+    assert len(seen) == 1 and 0.04 <= waited < 1.0  # no retry once the deadline has gone
+
+
 # ---------------------------------------------------------------------------------------------
 # the demo shows each endpoint through the client
 
