@@ -127,10 +127,9 @@ def test_a_stall_shows_in_the_open_loop_tail_and_hides_in_the_closed_loop() -> N
     # intended time, so well over 1% of the requests are slow and p99 is near the whole stall
     assert (latencies > stall_ms / 3).sum() >= 10
     assert np.percentile(latencies, 99) >= 0.8 * stall_ms
-    # the slow ones were sent on time (a shared machine may delay a send by a few ms): their
-    # latency is the server's queue, not the generator falling behind
-    slow = [outcome for outcome in opened.outcomes if outcome.latency_s * 1000 > stall_ms / 3]
-    assert all(outcome.lag_s < 0.1 * outcome.latency_s for outcome in slow)
+    # and that wait was spent at the server (after the send), not in the generator falling behind
+    waited_ms = [1000 * (outcome.latency_s - outcome.lag_s) for outcome in opened.outcomes]
+    assert sum(wait > stall_ms / 3 for wait in waited_ms) >= 10
 
 
 def test_statuses_are_counted_by_class() -> None:
