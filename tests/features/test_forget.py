@@ -217,9 +217,12 @@ def test_ingesting_the_raw_files_again_does_not_bring_the_user_back(world: Forge
     assert rows_with_user(world.settings.quarantine_dir, world.user) == {}
 
 
-def test_a_late_delivery_with_the_users_rows_is_taken_in_without_them(world: ForgetWorld) -> None:
-    # the user's events and auctions as they first arrived, delivered again as a new partition
-    late = world.settings.root / "late-delivery"
+def test_a_late_delivery_with_the_users_rows_is_taken_in_without_them(
+    world: ForgetWorld, tmp_path: Path
+) -> None:
+    # the user's events and auctions as they first arrived, delivered again as a new partition;
+    # the delivery sits outside the data folder, which other tests search for the user
+    late = tmp_path / "late-delivery"
     expected = {}
     for table in ("events", "auctions"):
         original = pl.read_parquet(world.original.raw_dir / table / "generated.parquet")
