@@ -2,7 +2,7 @@
 
 A served model is a plain class that lives with its family's algorithms
 (`models/<domain>/served.py`) and knows nothing of MLflow, Feast or Ray. Serving checks a loaded
-model against `ServedModel` before it swaps it in; `models.pyfunc.ServedPyfunc` wraps any of them
+model against `ServedModel` before it swaps it in; `tracking.pyfunc.ServedPyfunc` wraps any of them
 for the MLflow registry.
 """
 

@@ -163,7 +163,7 @@ def version_for_alias(name: str, alias: str) -> RegisteredVersion | None:
 
 
 def load_served_model(uri: str) -> ServedModel:
-    """What serving holds: the plain served model inside a registered `models.pyfunc.ServedPyfunc`."""
+    """What serving holds: the plain served model inside a registered `tracking.pyfunc.ServedPyfunc`."""
     unwrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     return getattr(unwrapped, "served", unwrapped)
 

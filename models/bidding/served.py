@@ -4,7 +4,7 @@ pCTR from the request context through the click model's booster on one numpy row
 calibration map (`click_scorer`), lambda from the campaign state through the Q-network's greedy
 action in numpy (no torch at answer time), bid = pCTR / lambda in the campaign's currency per
 impression, cut to the budget left (0 once spent). A plain class (no MLflow, no training import):
-`models.pyfunc.ServedPyfunc` wraps it for the registry, and its `TabularForm` methods keep the
+`tracking.pyfunc.ServedPyfunc` wraps it for the registry, and its `TabularForm` methods keep the
 pyfunc's one flat row per request (campaign_id, the state's fields, the request's fields, online
 `<view>__<feature>` columns) and its `bid`, `pctr`, `lambda` output columns.
 """

@@ -1,6 +1,6 @@
 """The served forecaster: every known series' forecast from the last origin, answered by slicing arrays.
 
-A plain class (no MLflow, no Ray, no training code): `models.pyfunc.ServedPyfunc` wraps it for the
+A plain class (no MLflow, no Ray, no training code): `tracking.pyfunc.ServedPyfunc` wraps it for the
 registry, serving calls `answer`. The post-processing every served forecast goes through (quantiles
 clipped at zero and ordered, LightGBM series first, seasonal naive for the others, zeros for the
 never sold) is written here once: training's fit, the retraining gate and the arrays served all use

@@ -62,7 +62,7 @@ class ServedRecommender:
     returned; `max_per_category` caps any one category among the k. The family's evaluation ranks
     through the same `score_users` and `top_items` (`BatchRecommender`).
 
-    A plain class (no MLflow): `models.pyfunc.ServedPyfunc` wraps it for the registry; its MLflow
+    A plain class (no MLflow): `tracking.pyfunc.ServedPyfunc` wraps it for the registry; its MLflow
     table form (`TabularForm`) is one request per row in, product_ids/scores/cold_start/reasons out.
     """
 

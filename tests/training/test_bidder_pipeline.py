@@ -12,7 +12,7 @@ from tiny_configs import TINY_BIDDER
 from configs import validate_config
 from configs.settings import Settings
 from models.bidding.served import ServedBidder
-from models.pyfunc import ServedPyfunc
+from tracking.pyfunc import ServedPyfunc
 from tracking.registry import CHAMPION, alias_uri, load_by_alias, load_served_model
 from tracking.runs import configure_tracking, tracking_client
 from training.bidder.config import BidderConfig

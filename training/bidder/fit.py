@@ -22,7 +22,7 @@ from models.bidding.baselines import LambdaPrior
 from models.bidding.click_model import ClickModel, ClickModelConfig
 from models.bidding.days import AuctionDay, unconstrained_spend
 from models.bidding.served import KNOWN_USER, ServedBidder, ServedCampaign
-from models.pyfunc import ServedPyfunc
+from tracking.pyfunc import ServedPyfunc
 from tracking.registry import pinned_requirements
 from training.bidder.config import AgentConfig, BidderConfig
 from training.bidder.data import BiddingData, bidder_rows, campaign_days

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from models.forecasting.parallel import Executor, Item, Result, apply_one
 from models.forecasting.served import ServedForecaster, fallback_forecast, forecast_arrays
-from models.pyfunc import ServedPyfunc
 from models.terminal_progress import progress_on_terminal
+from tracking.pyfunc import ServedPyfunc
 from training.forecaster.config import ForecasterConfig
 from training.forecaster.data import SPEC, STATIC_COLUMNS, ForecastData
 from training.pipeline import Reporter, TrainedModel, TrainingSet

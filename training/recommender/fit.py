@@ -14,13 +14,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from configs.families import RECOMMENDER
-from models.pyfunc import ServedPyfunc
 from models.recommendation.baselines import EASE, ItemKNN
 from models.recommendation.cold_start import AttributeSimilarity, PopularInMarket
 from models.recommendation.interactions import Interactions
 from models.recommendation.ranker import LambdaRankRanker
 from models.recommendation.retrieval import RetrievalStack, candidates, feature_names, monotone_constraints
 from models.recommendation.served import ServedRecommender
+from tracking.pyfunc import ServedPyfunc
 from tracking.registry import pinned_requirements
 from training.pipeline import Reporter, TrainedModel, TrainingSet
 from training.recommender.config import RecommenderConfig

@@ -1,4 +1,4 @@
-"""The one MLflow touchpoint of `models/`: any `ServedModel` as an MLflow pyfunc.
+"""The one MLflow pyfunc adapter: any `models.served.ServedModel` as an MLflow pyfunc.
 
 Training registers `ServedPyfunc(served_model)`; serving loads it by alias and answers through
 `.served` (the plain model), so a replica imports the family's served model and this adapter,
