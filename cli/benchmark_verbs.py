@@ -18,6 +18,7 @@ BENCHMARKS = {
     "bidder": "benchmarks.bidder",
     "serving": "benchmarks.serving",
     "soak": "benchmarks.soak",
+    "overload": "benchmarks.overload",
     "feature-store": "benchmarks.feature_store_bench",
 }
 
