@@ -39,7 +39,16 @@ class ForecastRequest(RequestModel):
     product_ids: list[Identifier] = Field(min_length=1, max_length=200)
     market: MarketCode
     horizon: int = Field(7, ge=1, le=MAX_HORIZON)
-    quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1, max_length=9)
+    quantiles: list[float] = Field(
+        default_factory=lambda: [0.1, 0.5, 0.9],
+        min_length=1,
+        max_length=9,
+        # what the validator below enforces, said in the JSON schema too (clients and fuzzers read it)
+        json_schema_extra={
+            "items": {"type": "number", "exclusiveMinimum": 0.0, "exclusiveMaximum": 1.0},
+            "uniqueItems": True,
+        },
+    )
 
     @field_validator("quantiles")
     @classmethod
@@ -111,6 +120,15 @@ MODEL_REQUESTS: dict[str, type[RequestModel]] = {
 def error_detail(field: str, message: str, kind: str = "value_error") -> list[dict[str, Any]]:
     """A 4xx body in FastAPI's own shape, so clients parse one format for every field error."""
     return [{"loc": ["body", *field.split(".")], "msg": message, "type": kind}]
+
+
+def refusal_status(message: str) -> int:
+    """The HTTP status of a model's or the pacing state's ValueError: 404 when it names an id the
+    data does not hold (the contract's `field: unknown <what> ...`, e.g. a market, product or
+    campaign), else 422. A well-formed id the data lacks is "not found", not a malformed request:
+    the OpenAPI document says so on each route."""
+    _, separator, rest = message.partition(":")
+    return 404 if separator and rest.strip().startswith("unknown ") else 422
 
 
 def field_of_message(message: str, default: str) -> str:
