@@ -1,9 +1,13 @@
-"""The Tradewind Ray Serve application: a FastAPI ingress and one deployment per endpoint.
+"""The Tradewind Ray Serve application: a FastAPI ingress and the three model endpoints.
 
-    HTTP -> Ingress (FastAPI: validation, metrics, /docs)
+    HTTP -> Ingress (FastAPI: validation, deadline, metrics, /docs)
               -> Recommender   models:/tradewind-recommender@champion
               -> Forecaster    models:/tradewind-forecaster@champion
               -> Bidder        models:/tradewind-bidder@champion, with the pacing state
+
+`answering: ingress` (the default) builds the three endpoints inside the ingress replica (one hop
+per request); `answering: deployments` makes each a deployment of its own behind the ingress's
+handles, scaled apart (configs/serving-split.yaml).
 
 `configs/serving.yaml` is a plain Ray Serve config: `serve run configs/serving.yaml` builds this
 application through `build_app(args)` and a bare `Echo` application (`build_echo`), Ray Serve's
@@ -23,6 +27,7 @@ from ray import serve
 from configs import ConfigError, validate_config
 from configs.settings import Settings
 from serving.endpoints import Bidder, Forecaster, Recommender
+from serving.in_process import InProcessEndpoint
 from serving.ingress import Ingress
 from serving.settings import AppArgs
 
@@ -47,13 +52,17 @@ def tradewind_app(
     settings: Settings,
     deployment_options: dict[str, dict[str, Any]] | None = None,
     registered_models: dict[str, str] | None = None,
+    answering: str = "ingress",
 ) -> serve.Application:
     """The application for `settings`; `deployment_options` are `.options()` per deployment name
-    (what the `deployments:` list of the Serve config holds)."""
+    (what the `deployments:` list of the Serve config holds; with answering: ingress, options of
+    the model deployments are not used: their user_config is a section of the Ingress's)."""
     options = deployment_options or {}
     names = registered_models or {}
 
     def bound(deployment: Any) -> Any:
+        if answering == "ingress":
+            return InProcessEndpoint(deployment, settings, names.get(deployment.name))
         return deployment.options(**options.get(deployment.name, {})).bind(
             settings, names.get(deployment.name)
         )
@@ -69,7 +78,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         app_args = validate_config(args, AppArgs, "serving application args")
     except ConfigError as error:
         raise ValueError(str(error)) from None
-    return tradewind_app(app_args.settings())
+    return tradewind_app(app_args.settings(), answering=app_args.answering)
 
 
 def build_echo(args: dict[str, Any]) -> serve.Application:

@@ -9,6 +9,7 @@ online features, batched answers, the champion/challenger split); `Recommender`,
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -18,6 +19,7 @@ from ray import serve
 
 from configs.families import BIDDER, FORECASTER, RECOMMENDER, FamilyName
 from configs.settings import Settings
+from serving.admission import Deadline, InFlight
 from serving.online import OnlineFeatures
 from serving.registry_models import LoadedModel, Poller, ServedModels, limit_registry_calls
 from serving.schemas import MODEL_REQUESTS, PacingState, field_of_message
@@ -62,6 +64,7 @@ class ModelEndpoint:
         self.endpoint = self.family.endpoint
         self.config = EndpointSettings()
         self.replica = _replica_name()
+        self.in_flight = InFlight()
         limit_registry_calls(self.config.registry_timeout_s, self.config.registry_retries)
         configure_tracking(settings)
         self.features = OnlineFeatures(settings)
@@ -104,10 +107,17 @@ class ModelEndpoint:
             return CHALLENGER, challenger
         return CHAMPION, models.get(self.config.alias)
 
-    def _answer_many(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        results: list[dict[str, Any] | None] = [None] * len(requests)
+    def _answer_many(self, calls: list[tuple[dict[str, Any], Deadline | None]]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(calls)
         chosen: list[tuple[int, str, LoadedModel, Prepared, list[dict] | None]] = []
-        for index, request in enumerate(requests):
+        now = time.time()
+        for index, (request, deadline) in enumerate(calls):
+            if deadline is not None and deadline.passed(self.config.deadline_ms, now):
+                # its caller has given up: no model work, no budget reserved
+                results[index] = _failure(
+                    503, "deadline", "the caller's deadline passed before the model ran", retry_after=0
+                )
+                continue
             variant, model = self._choose()
             if model is None:
                 results[index] = _failure(503, "model", self._not_loaded_message())
@@ -173,11 +183,22 @@ class ModelEndpoint:
         }
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
-    async def _batched(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._answer_many, requests)
+    async def _batched(self, calls: list[tuple[dict[str, Any], Deadline | None]]) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._answer_many, calls)
 
-    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self._batched(request)
+    async def handle(self, request: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:
+        """One request: refused at once (503, Retry-After) when `max_in_flight` are being answered."""
+        if not self.in_flight.try_enter(self.config.max_in_flight):
+            return _failure(
+                503,
+                "load",
+                f"/{self.endpoint} is answering {self.config.max_in_flight} requests: try again later",
+                retry_after=self.config.retry_after_s,
+            )
+        try:
+            return await self._batched((request, deadline))
+        finally:
+            self.in_flight.leave()
 
     def _not_loaded_message(self) -> str:
         reason = self.models.last_error or "not loaded yet"
@@ -214,6 +235,12 @@ class ModelEndpoint:
             "challenger_share": self.config.challenger_share,
             "poll_interval_s": self.config.poll_interval_s,
             "batching": self.config.batching.model_dump(),
+            "admission": {
+                "max_in_flight": self.config.max_in_flight,
+                "in_flight": self.in_flight.count,
+                "refused": self.in_flight.refused,
+                "deadline_ms": self.config.deadline_ms,
+            },
         }
 
 
@@ -224,8 +251,11 @@ def _replica_name() -> str:
         return "local"
 
 
-def _failure(status: int, field: str, message: str) -> dict[str, Any]:
-    return {"error": {"status": status, "field": field, "message": message}}
+def _failure(status: int, field: str, message: str, retry_after: int | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "field": field, "message": message}
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    return {"error": error}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})

@@ -1,9 +1,12 @@
 """The HTTP ingress of the Tradewind Ray Serve application: FastAPI routes, validation, metrics.
 
-    HTTP -> Ingress (FastAPI: validation, metrics, /docs) -> the model deployments' handles
+    HTTP -> Ingress (FastAPI: validation, deadline, metrics, /docs) -> the model endpoints
 
-Each route validates its body against `serving.schemas`, calls one deployment of
-`serving/endpoints.py` and turns its answer (or its error) into the JSON response.
+Each route validates its body against `serving.schemas`, calls one model endpoint of
+`serving/endpoints.py` and turns its answer (or its error) into the JSON response. The endpoints
+are either built inside this replica (`answering: ingress`, the default: one hop, see
+serving/in_process.py) or deployments of their own reached over their handles
+(`answering: deployments`, scaled apart); both are called the same way.
 """
 
 import asyncio
@@ -21,6 +24,8 @@ from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from configs.families import BIDDER, FORECASTER, RECOMMENDER
+from serving.admission import DEADLINE_HEADER, Deadline, deadline_of
+from serving.in_process import InProcessEndpoint, LocalHandle
 from serving.schemas import BidOutcome, BidRequest, ForecastRequest, RecommendRequest, error_detail
 
 logger = logging.getLogger("tradewind.serving")
@@ -56,13 +61,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _json_response(body: dict[str, Any], status: int) -> Response:
+def _json_response(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
     # JSON has no NaN: a missing online feature or a model's NaN becomes null instead of a 500
     try:
         text = json.dumps(body, allow_nan=False, separators=(",", ":"))
     except ValueError:
         text = json.dumps(_finite(body), allow_nan=False, separators=(",", ":"))
-    return Response(text, status_code=status, media_type="application/json")
+    return Response(text, status_code=status, media_type="application/json", headers=headers)
 
 
 def _metrics() -> tuple[Any, Any]:
@@ -82,43 +87,68 @@ def _metrics() -> tuple[Any, Any]:
     return requests, latency
 
 
-async def call_deployment(handle: Any, endpoint: str, method: str, payload: Any) -> dict[str, Any]:
-    """`handle.<method>.remote(payload)`; asked once more when the replica died mid-call and the
+async def call_deployment(handle: Any, endpoint: str, method: str, *args: Any) -> dict[str, Any]:
+    """`handle.<method>.remote(*args)`; asked once more when the replica died mid-call and the
     call is one answering twice is harmless for (RETRIED_ON_REPLICA_DEATH)."""
     call = getattr(handle, method)
     try:
-        return await call.remote(payload)
+        return await call.remote(*args)
     except RayActorError as error:  # ActorDiedError, ActorUnavailableError
         if (endpoint, method) not in RETRIED_ON_REPLICA_DEATH:
             raise
         # the router has dropped the dead replica already: the retry goes to a live one
         logger.warning("/%s: replica lost mid-request (%s), asked again once", endpoint, type(error).__name__)
-        return await call.remote(payload)
+        return await call.remote(*args)
+
+
+Endpoint = DeploymentHandle | InProcessEndpoint
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
 class Ingress:
-    def __init__(
-        self, recommender: DeploymentHandle, forecaster: DeploymentHandle, bidder: DeploymentHandle
-    ) -> None:
+    def __init__(self, recommender: Endpoint, forecaster: Endpoint, bidder: Endpoint) -> None:
+        endpoints = {RECOMMENDER: recommender, FORECASTER: forecaster, BIDDER: bidder}
+        # models in this replica: built here, before the replica takes traffic
+        self.local = {
+            family.name: LocalHandle(endpoint.build())
+            for family, endpoint in endpoints.items()
+            if isinstance(endpoint, InProcessEndpoint)
+        }
         self.handles = {
-            RECOMMENDER.endpoint: recommender,
-            FORECASTER.endpoint: forecaster,
-            BIDDER.endpoint: bidder,
+            family.endpoint: self.local.get(family.name, endpoint) for family, endpoint in endpoints.items()
         }
         self.requests_metric, self.latency_metric = _metrics()
 
-    async def _call(self, endpoint: str, method: str, payload: Any) -> Response:
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """In-process endpoints take their `user_config` from the ingress's, one section per family
+        (`recommender:`, `forecaster:`, `bidder:`); a change reaches them without a restart."""
+        for name, handle in self.local.items():
+            handle.target.reconfigure((user_config or {}).get(name) or {})
+
+    async def _call(
+        self, endpoint: str, method: str, payload: Any, request: Request | None = None
+    ) -> Response:
         started = time.perf_counter()
-        result = await call_deployment(self.handles[endpoint], endpoint, method, payload)
+        args: tuple[Any, ...] = (payload,)
+        if request is not None:  # a model call: the caller's deadline goes with it
+            try:
+                deadline: Deadline = deadline_of(request.headers.get(DEADLINE_HEADER), time.time())
+            except ValueError as error:
+                detail = [{"loc": ["header", "X-Deadline-Ms"], "msg": str(error), "type": "value_error"}]
+                return _json_response({"detail": detail}, 422)
+            args = (payload, deadline)
+        result = await call_deployment(self.handles[endpoint], endpoint, method, *args)
         variant = result.get("variant", "none")
+        headers: dict[str, str] = {}
         if "error" in result:
             error = result["error"]
             status = error["status"]
             body: dict[str, Any] = {"detail": error_detail(error["field"], error["message"])}
             if status >= 500:
                 body = {"detail": error["message"]}
+            if error.get("retry_after") is not None:
+                headers["Retry-After"] = str(error["retry_after"])
         else:
             status = 200
             body = {**result["answer"]}
@@ -128,28 +158,28 @@ class Ingress:
         self.latency_metric.observe(
             (time.perf_counter() - started) * 1000.0, tags={"endpoint": endpoint, "variant": variant}
         )
-        return _json_response(body, status)
+        return _json_response(body, status, headers)
 
     @api.post(
         f"/{RECOMMENDER.endpoint}",
         summary="Top-k products for a user in a market (cold start for unknown users)",
     )
-    async def recommend(self, body: RecommendRequest) -> Response:
-        return await self._call(RECOMMENDER.endpoint, "handle", body.model_dump(mode="json"))
+    async def recommend(self, body: RecommendRequest, request: Request) -> Response:
+        return await self._call(RECOMMENDER.endpoint, "handle", body.model_dump(mode="json"), request)
 
     @api.post(
         f"/{FORECASTER.endpoint}",
         summary="Demand forecast per product for the next `horizon` days, with quantiles",
     )
-    async def forecast(self, body: ForecastRequest) -> Response:
-        return await self._call(FORECASTER.endpoint, "handle", body.model_dump(mode="json"))
+    async def forecast(self, body: ForecastRequest, request: Request) -> Response:
+        return await self._call(FORECASTER.endpoint, "handle", body.model_dump(mode="json"), request)
 
     @api.post(
         f"/{BIDDER.endpoint}",
         summary="A bid for one auction under the campaign's daily budget (reserved atomically)",
     )
-    async def bid(self, body: BidRequest) -> Response:
-        return await self._call(BIDDER.endpoint, "handle", body.model_dump(mode="json"))
+    async def bid(self, body: BidRequest, request: Request) -> Response:
+        return await self._call(BIDDER.endpoint, "handle", body.model_dump(mode="json"), request)
 
     @api.post(
         f"/{BIDDER.endpoint}/outcome",

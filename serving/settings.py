@@ -13,7 +13,7 @@ read it as it is. Tradewind's part of it is validated here, once when the file i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,8 @@ from configs.settings import Settings, load_settings
 from tracking.registry import CHALLENGER, CHAMPION
 
 SERVING_CONFIG = "serving"
+# the same application with the models as deployments of their own (answering: deployments)
+SPLIT_SERVING_CONFIG = "serving-split"
 # deployment names in code and in configs/serving.yaml
 INGRESS = "Ingress"
 ECHO = "Echo"
@@ -54,6 +56,12 @@ class EndpointSettings(StrictModel):
     # instead of after MLflow's default minutes of backoff, and the loaded models keep serving
     registry_timeout_s: int = Field(5, ge=1, le=300)
     registry_retries: int = Field(0, ge=0, le=10)
+    # admission (serving/admission.py): requests answered at once per replica; one more gets 503
+    # with Retry-After at once instead of a place in a queue that outlasts its caller
+    max_in_flight: int = Field(32, ge=1, le=10_000)
+    retry_after_s: int = Field(1, ge=0, le=60)
+    # the caller's deadline when it sends no X-Deadline-Ms (0: none): past it, dropped before model work
+    deadline_ms: float = Field(1000.0, ge=0.0, le=600_000.0)
 
 
 class AppArgs(StrictModel):
@@ -61,6 +69,9 @@ class AppArgs(StrictModel):
 
     platform_config: str = "platform"
     data_dir: str | None = None  # null: configs/platform.yaml (or TRADEWIND_DATA_DIR)
+    # ingress: the models answer inside the ingress replica (one hop; each model's user_config is a
+    # section of the ingress's); deployments: one deployment per model, scaled apart (two hops)
+    answering: Literal["ingress", "deployments"] = "ingress"
 
     def settings(self) -> Settings:
         settings = load_settings(self.platform_config)
@@ -91,14 +102,33 @@ def load_serving_config(name: str | Path = SERVING_CONFIG) -> dict[str, Any]:
         _known_keys(application, ServeApplicationSchema, f"{path}: applications[{index}]")
         for position, deployment in enumerate(application.get("deployments") or []):
             _known_keys(deployment, DeploymentSchema, f"{where}.deployments[{position}]")
+        answering = "deployments"
         if application.get("import_path", "").startswith("serving.app:"):
-            validate_config(application.get("args") or {}, AppArgs, f"{where}.args")
+            answering = validate_config(application.get("args") or {}, AppArgs, f"{where}.args").answering
         for position, deployment in enumerate(application.get("deployments") or []):
+            at = f"{where}.deployments[{position}]"
             if deployment.get("name") in MODEL_DEPLOYMENTS.values():
-                endpoint_settings(
-                    deployment.get("user_config"), f"{where}.deployments[{position}].user_config"
-                )
+                if answering == "ingress":
+                    raise ConfigError(
+                        f"{at}: {deployment['name']} is no deployment of its own with answering: ingress "
+                        "(its user_config is a section of the Ingress's user_config)"
+                    )
+                endpoint_settings(deployment.get("user_config"), f"{at}.user_config")
+            if deployment.get("name") == INGRESS and deployment.get("user_config") is not None:
+                if answering != "ingress":
+                    raise ConfigError(f"{at}.user_config: only with answering: ingress")
+                ingress_user_config(deployment["user_config"], f"{at}.user_config")
     return data
+
+
+def ingress_user_config(user_config: Any, source: str) -> dict[str, EndpointSettings]:
+    """The Ingress's user_config with answering: ingress: one EndpointSettings per family name."""
+    if not isinstance(user_config, dict):
+        raise ConfigError(f"{source}: must be a mapping of {', '.join(FAMILY_NAMES)} to endpoint settings")
+    unknown = sorted(set(user_config) - set(FAMILY_NAMES))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{unknown[0]}' (known: {', '.join(FAMILY_NAMES)})")
+    return {name: endpoint_settings(section, f"{source}.{name}") for name, section in user_config.items()}
 
 
 def _known_keys(section: Any, schema: Any, where: str) -> None:

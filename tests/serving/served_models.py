@@ -208,3 +208,20 @@ class FeaturelessBidder(TinyBidder):
 
     def online_entities(self, request: dict) -> list[dict] | None:
         return None
+
+
+class SlowBidder(TinyBidder):
+    """Takes `seconds` per answer: bids stay in flight long enough for admission control to refuse
+    the ones past the endpoint's limit."""
+
+    seconds = 0.5
+
+    def answer(self, request: dict, online: dict | None = None) -> dict:
+        time.sleep(self.seconds)
+        return super().answer(request, online)
+
+
+class SlowerRecommender(SlowRecommender):
+    """Half a second per answer (admission control's tests)."""
+
+    seconds = 0.5

@@ -36,19 +36,20 @@ def bidder_app(
     local_serve: Any, settings: Settings, bidder_replicas: int, registered_bidder: str | None = None
 ) -> Iterator[tuple[str, str]]:
     """The tradewind ingress and `bidder_replicas` Bidder replicas (deployment options of
-    configs/serving.yaml, one-hour reservations), deployed as an app of its own; yields (app name,
-    url). Only /bid and its siblings are asked: every model handle of the ingress is the bidder,
-    so no Recommender or Forecaster replica takes a share of the 2 cores."""
+    configs/serving-split.yaml, one-hour reservations, no admission limit: a burst of 80 is the
+    point), deployed as an app of its own; yields (app name, url). Only /bid and its siblings are
+    asked: every model handle of the ingress is the bidder, so no Recommender or Forecaster replica
+    takes a share of the 2 cores."""
     from ray import serve
 
     from serving.deploy import TRADEWIND_IMPORT, deployment_options
     from serving.endpoints import Bidder
     from serving.ingress import Ingress
-    from serving.settings import application, load_serving_config
+    from serving.settings import SPLIT_SERVING_CONFIG, application, load_serving_config
 
     configured = deployment_options(
-        application(load_serving_config(), TRADEWIND_IMPORT),
-        {"poll_interval_s": 1.0, "reservation_ttl_s": 3600},
+        application(load_serving_config(SPLIT_SERVING_CONFIG), TRADEWIND_IMPORT),
+        {"poll_interval_s": 1.0, "reservation_ttl_s": 3600, "max_in_flight": 1000, "deadline_ms": 0},
     )
     fixed = {"autoscaling_config": None, "ray_actor_options": {"num_cpus": REPLICA_CPUS}, **FAST_LIFECYCLE}
     bidder = Bidder.options(**{**configured["Bidder"], **fixed, "num_replicas": bidder_replicas}).bind(

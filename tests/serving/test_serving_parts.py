@@ -27,14 +27,27 @@ from serving.pacing import (
 from serving.reference import local_day
 from serving.settings import MODEL_DEPLOYMENTS, load_serving_config
 
+SERVE_CONFIGS = ("serving", "serving-split")  # models in the ingress; models as deployments
 
-def test_serving_config_is_a_valid_ray_serve_config_naming_our_deployments() -> None:
-    config = load_serving_config()
+
+def recommender_settings(config: dict) -> dict:
+    """The recommender's user_config: a section of the Ingress's (answering: ingress) or its own
+    deployment's (answering: deployments)."""
+    deployments = config["applications"][0]["deployments"]
+    if config["applications"][0]["args"]["answering"] == "ingress":
+        return next(d for d in deployments if d["name"] == "Ingress")["user_config"]["recommender"]
+    return next(d for d in deployments if d["name"] == "Recommender")["user_config"]
+
+
+@pytest.mark.parametrize("name", SERVE_CONFIGS)
+def test_serving_config_is_a_valid_ray_serve_config_naming_our_deployments(name: str) -> None:
+    config = load_serving_config(name)
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
     names = {deployment.name for app in schema.applications for deployment in app.deployments}
-    assert {"Ingress", "Echo", *MODEL_DEPLOYMENTS.values()} <= names
+    in_ingress = config["applications"][0]["args"]["answering"] == "ingress"
+    assert names == ({"Ingress", "Echo"} if in_ingress else {"Ingress", "Echo", *MODEL_DEPLOYMENTS.values()})
     import serving.app
     import serving.endpoints
     import serving.ingress
@@ -44,14 +57,12 @@ def test_serving_config_is_a_valid_ray_serve_config_naming_our_deployments() -> 
         "Ingress": serving.ingress.Ingress,
         **{name: getattr(serving.endpoints, name) for name in MODEL_DEPLOYMENTS.values()},
     }
-    for name in names:  # every configured deployment exists under that name in the code
-        assert defined[name].name == name
-    recommender = next(
-        d for a in config["applications"] for d in a["deployments"] if d["name"] == "Recommender"
-    )
-    assert recommender["autoscaling_config"]["max_replicas"] >= 1
-    assert recommender["user_config"]["batching"]["max_batch_size"] >= 1
-    assert recommender["user_config"]["challenger_share"] == pytest.approx(0.1)
+    for deployment in names:  # every configured deployment exists under that name in the code
+        assert defined[deployment].name == deployment
+    recommender = recommender_settings(config)
+    assert recommender["batching"]["max_batch_size"] >= 1
+    assert recommender["challenger_share"] == pytest.approx(0.1)
+    assert recommender["max_in_flight"] >= 1
 
 
 def _write(path: Path, config: dict) -> Path:
@@ -59,25 +70,37 @@ def _write(path: Path, config: dict) -> Path:
     return path
 
 
-def test_a_wrong_key_in_the_serving_config_is_named(tmp_path: Path) -> None:
-    config = load_serving_config()
-    recommender = next(
-        d for a in config["applications"] for d in a["deployments"] if d["name"] == "Recommender"
-    )
-    recommender["user_config"]["challenger_shar"] = 0.2
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("serving", r"deployments\[0\]\.user_config\.recommender"),
+        ("serving-split", r"deployments\[1\]\.user_config"),
+    ],
+)
+def test_a_wrong_key_in_the_serving_config_is_named(name: str, where: str, tmp_path: Path) -> None:
+    config = load_serving_config(name)
+    recommender = recommender_settings(config)
+    recommender["challenger_shar"] = 0.2
     with pytest.raises(
-        ConfigError,
-        match=r"serving\.yaml: applications\[0\]\.deployments\[1\]\.user_config: "
-        r"unknown key 'challenger_shar'",
+        ConfigError, match=rf"serving\.yaml: applications\[0\]\.{where}: unknown key 'challenger_shar'"
     ):
         load_serving_config(_write(tmp_path / "serving.yaml", config))
-    recommender["user_config"].pop("challenger_shar")
-    recommender["user_config"]["challenger_share"] = 1.5
+    recommender.pop("challenger_shar")
+    recommender["challenger_share"] = 1.5
     with pytest.raises(ConfigError, match="challenger_share"):
         load_serving_config(_write(tmp_path / "serving.yaml", config))
-    recommender["user_config"]["challenger_share"] = 0.1
-    recommender["num_replicaz"] = 2  # Ray's own schema refuses it too
+    recommender["challenger_share"] = 0.1
+    config["applications"][0]["deployments"][0]["num_replicaz"] = 2  # Ray's own schema refuses it too
     with pytest.raises(ConfigError, match="num_replicaz"):
+        load_serving_config(_write(tmp_path / "serving.yaml", config))
+
+
+def test_a_model_deployment_beside_in_ingress_answering_is_refused(tmp_path: Path) -> None:
+    """With answering: ingress the models are no deployments: Ray would refuse the file with a
+    trace; the config check names the deployment instead."""
+    config = load_serving_config("serving")
+    config["applications"][0]["deployments"].append({"name": "Bidder", "num_replicas": 2})
+    with pytest.raises(ConfigError, match=r"deployments\[1\]: Bidder is no deployment of its own"):
         load_serving_config(_write(tmp_path / "serving.yaml", config))
 
 

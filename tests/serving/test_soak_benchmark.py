@@ -40,7 +40,8 @@ def test_a_short_soak_reports_windows_errors_and_memory(serving_world: ServingWo
     assert all(0 < window["p50_ms"] <= window["p99_ms"] for window in windows)
     titles = {process["title"] for process in report["processes"]}
     assert {"gcs_server", "raylet", "ray::ServeController", "ray::ProxyActor"} <= titles, titles
-    assert any(title.startswith("ray::ServeReplica:tradewind:Recommender") for title in titles), titles
+    # the recommender answers inside the ingress replica (configs/serving.yaml: answering: ingress)
+    assert any(title.startswith("ray::ServeReplica:tradewind:Ingress") for title in titles), titles
     assert report["memory_start_mb"] > 100 and report["memory_end_mb"] > 100
     assert report["memory_growth_mb"] == pytest.approx(
         report["memory_end_mb"] - report["memory_start_mb"], abs=0.2
