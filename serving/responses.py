@@ -224,3 +224,49 @@ def route_responses(*statuses: int, not_found: str | None = None) -> dict[int | 
             entry["headers"] = _HEADERS[status]
         responses[status] = entry
     return responses
+
+
+# ---------------------------------------------------------------------------------------------
+# what a caller sends besides the body: the key, the deadline (documentation only: serving/auth.py
+# checks the key, serving/admission.py the deadline)
+
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key: `Authorization: Bearer <key>`. Each key holds scopes (recommend, "
+    "forecast, bid, bid:outcome); a route names the scope it needs. /healthz and the docs are open.",
+}
+DEADLINE_PARAMETER = {
+    "name": "X-Deadline-Ms",
+    "in": "header",
+    "required": False,
+    "description": "How many more milliseconds the caller waits (default: the endpoint's configured "
+    "deadline). A request still unanswered when it passes is dropped before model work: 503.",
+    "schema": {"type": "number", "exclusiveMinimum": 0},
+}
+
+
+def caller(scope: str | None, deadline: bool = False) -> dict[str, Any]:
+    """`openapi_extra=` of a route: the key it needs (`scope`; "" for a key of any scope, None for an
+    open route) and, for the model routes, the deadline header."""
+    extra: dict[str, Any] = {}
+    if scope is not None:
+        # OpenAPI 3.1 lets a non-OAuth scheme list roles: the key's scope
+        extra["security"] = [{"bearer": [scope] if scope else []}]
+    if deadline:
+        extra["parameters"] = [DEADLINE_PARAMETER]
+    return extra
+
+
+def declare_bearer_scheme(app: Any) -> None:
+    """Adds the bearer scheme to the FastAPI `app`'s OpenAPI document (its routes name it in
+    `caller(...)`). Declared rather than a FastAPI security dependency: the key is checked before
+    FastAPI sees the request, and a dependency would cost every request a little."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()  # built once, then cached by FastAPI
+        document.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = BEARER_SCHEME
+        return document
+
+    app.openapi = openapi
