@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import random
 import re
 import socket
@@ -71,6 +72,7 @@ PATHS = {"echo": "/echo", **{family.endpoint: f"/{family.endpoint}" for family i
 P99_TARGETS = {"recommend": 1.5, "bid": 1.2}
 RPS_TARGET = 0.7
 MIN_CATALOGUE = 10_000
+API_KEY_ENV = "TRADEWIND_API_KEY"  # the key for --url (a server started here makes its own)
 
 
 @dataclass
@@ -117,7 +119,13 @@ def loopback_only(url: str) -> None:
 
 
 async def measure(
-    url: str, path: str, bodies: Callable[[], dict[str, Any]], concurrency: int, requests: int, seconds: float
+    url: str,
+    path: str,
+    bodies: Callable[[], dict[str, Any]],
+    concurrency: int,
+    requests: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
 ) -> Row:
     import httpx
 
@@ -127,7 +135,7 @@ async def measure(
     deadline = float("inf")  # set once the client is up: its start-up is not the level's time
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits, headers=headers) as client:
 
         async def worker() -> None:
             nonlocal sent
@@ -210,17 +218,18 @@ def serving_rss_mb() -> tuple[float, dict[str, float]]:
     return sum(by_title.values()), by_title
 
 
-def request_makers(settings: Any, url: str, seed: int = 0) -> dict[str, Callable[[], dict[str, Any]]]:
+def request_makers(
+    settings: Any, url: str, seed: int = 0, headers: dict[str, str] | None = None
+) -> dict[str, Callable[[], dict[str, Any]]]:
     """Request bodies: /recommend for real users of the data folder in their home market; /forecast
     and /bid vary the example request each champion answered before it was swapped in (GET /models),
     so every request is one the served model knows how to answer."""
-    import httpx
 
     from features.tables import read_table
 
     rng = random.Random(seed)
     users = read_table(settings.contract_dir, "users").select("user_id", "market_id").rows()
-    status = httpx.get(f"{url}/models", timeout=30.0).json()
+    status = models_status(url, headers)
 
     def example(endpoint: str) -> dict[str, Any]:
         champion = status.get(endpoint, {}).get("variants", {}).get("champion") or {}
@@ -243,10 +252,25 @@ def request_makers(settings: Any, url: str, seed: int = 0) -> dict[str, Callable
     return {"echo": recommend, "recommend": recommend, "forecast": forecast, "bid": bid}
 
 
-def catalogue_size(url: str) -> int | None:
+def models_status(url: str, headers: dict[str, str] | None) -> dict[str, Any]:
+    """GET /models (any valid key); a refusal is one line, not a KeyError later."""
     import httpx
 
-    facts = httpx.get(f"{url}/models", timeout=30.0).json().get("recommend", {})
+    response = httpx.get(f"{url}/models", headers=headers, timeout=30.0)
+    if response.status_code != 200:
+        raise InputError(f"{url}/models answered {response.status_code}: {response.text[:200]} (--api-key?)")
+    return response.json()
+
+
+def api_headers(args: argparse.Namespace) -> dict[str, str] | None:
+    """The Authorization header of `args.api_key` (--api-key, $TRADEWIND_API_KEY or the key of the
+    app `serving_target` started), None without one."""
+    key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else None
+
+
+def catalogue_size(url: str, headers: dict[str, str] | None = None) -> int | None:
+    facts = models_status(url, headers).get("recommend", {})
     described = facts.get("variants", {}).get("champion", {}).get("describe", {})
     for key in ("catalogue_size", "catalogue", "products", "items"):
         if isinstance(described.get(key), int):
@@ -344,7 +368,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tradewind benchmark serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="measure a server already running on loopback (default: start one)")
     parser.add_argument(
+        "--api-key",
+        help=f"with --url: the key sent as Authorization: Bearer (default ${API_KEY_ENV}); "
+        "a server started here gets a key of its own",
+    )
+    parser.add_argument(
         "--data-dir", type=Path, help="data folder to serve from (default: platform settings)"
+    )
+    parser.add_argument(
+        "--serving-config",
+        help="Serve config to start (default configs/serving.yaml; e.g. serving-split: models as "
+        "deployments of their own, or a path)",
     )
     parser.add_argument(
         "--prepare-scale", type=float, help="first run `tradewind demo --scale N` into --data-dir"
@@ -419,8 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
     """(url, settings) to measure: `args.url` (check it with `loopback_only` first), or
     configs/serving.yaml started here on a free loopback port and shut down at the end. Uses
-    `args.url`, `args.data_dir` and `args.prepare_scale`; sets `args.metrics_port` when it starts
-    serving."""
+    `args.url`, `args.data_dir` and `args.prepare_scale`; sets `args.metrics_port` and `args.api_key`
+    (the started app's own key: no key set-up needed) when it starts serving."""
     from configs.settings import load_settings
 
     settings = load_settings()
@@ -436,10 +470,13 @@ def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
     from ray import serve
 
     from serving.deploy import free_port, start_serving
+    from serving.settings import SERVING_CONFIG
 
     print(f"starting configs/serving.yaml for {settings.root} ...", flush=True)
     args.metrics_port = free_port()
-    url = start_serving(settings, metrics_port=args.metrics_port).url
+    config = getattr(args, "serving_config", None) or SERVING_CONFIG
+    serving = start_serving(settings, config=config, metrics_port=args.metrics_port)
+    url, args.api_key = serving.url, serving.api_key
     try:
         yield url, settings
     finally:
@@ -447,8 +484,9 @@ def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
 
 
 def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
-    makers = request_makers(settings, url)
-    size = catalogue_size(url)
+    headers = api_headers(args)
+    makers = request_makers(settings, url, headers=headers)
+    size = catalogue_size(url, headers)
     if "recommend" in args.endpoint_list:
         note = "unknown" if size is None else f"{size:,}"
         flag = (
@@ -458,11 +496,13 @@ def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
         )
         print(f"recommender catalogue: {note} products{flag}")
     for name in args.endpoint_list:  # warm every path (connections, batch queues, caches)
-        asyncio.run(measure(url, PATHS[name], makers[name], 4, args.warmup, 30.0))
+        asyncio.run(measure(url, PATHS[name], makers[name], 4, args.warmup, 30.0, headers))
     rows: list[Row] = []
     for level in args.levels:
         for name in args.endpoint_list:
-            row = asyncio.run(measure(url, PATHS[name], makers[name], level, args.requests, args.seconds))
+            row = asyncio.run(
+                measure(url, PATHS[name], makers[name], level, args.requests, args.seconds, headers)
+            )
             row.endpoint = name
             rows.append(row)
             print(
@@ -471,7 +511,9 @@ def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
             )
     for rate in args.rates:
         for name in args.endpoint_list:
-            load = open_loop(url, PATHS[name], makers[name], rate, args.seconds, **args.open_loop)
+            load = open_loop(
+                url, PATHS[name], makers[name], rate, args.seconds, headers=headers, **args.open_loop
+            )
             row = open_loop_row(name, asyncio.run(load))
             rows.append(row)
             limited = ", generator-limited" if row.generator_limited else ""

@@ -38,7 +38,15 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from benchmarks.serving import PATHS, loopback_only, measure, request_makers, serving_target
+from benchmarks.serving import (
+    API_KEY_ENV,
+    PATHS,
+    api_headers,
+    loopback_only,
+    measure,
+    request_makers,
+    serving_target,
+)
 from training.evaluation.intervals import quantile_interval
 
 SOAKED = ("recommend", "forecast", "bid", "echo")
@@ -220,6 +228,7 @@ async def open_loop(
     max_in_flight: int,
     on_window: Callable[[int], None] | None = None,
     window_s: float = 30.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[list[Sent], int]:
     """Send requests due every 1/rate s for `seconds`; (every request sent, how many were skipped
     because `max_in_flight` were still open). `on_window(index)` runs (in a thread) as each
@@ -231,7 +240,7 @@ async def open_loop(
     tasks: set[asyncio.Task] = set()
     samples: list[asyncio.Task] = []
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits, headers=headers) as client:
 
         async def one(due_s: float, due_at: float) -> None:
             try:
@@ -308,10 +317,13 @@ def windows_of(sent: list[Sent], window_s: float, rss_by_window: dict[int, float
 
 def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
     path = PATHS[args.endpoint]
-    bodies = request_makers(settings, url)[args.endpoint]
+    headers = api_headers(args)
+    bodies = request_makers(settings, url, headers=headers)[args.endpoint]
     print(f"warming {path} ...", flush=True)
-    asyncio.run(measure(url, path, bodies, 4, 50, 30.0))
-    probe = asyncio.run(measure(url, path, bodies, args.probe_concurrency, 10**9, args.probe_seconds))
+    asyncio.run(measure(url, path, bodies, 4, 50, 30.0, headers))
+    probe = asyncio.run(
+        measure(url, path, bodies, args.probe_concurrency, 10**9, args.probe_seconds, headers)
+    )
     target = args.share * probe.rps
     print(
         f"maximum: {probe.rps:.1f} rps at concurrency {args.probe_concurrency} "
@@ -335,7 +347,7 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
 
     seconds = args.minutes * 60.0
     sent, skipped = asyncio.run(
-        open_loop(url, path, bodies, target, seconds, args.max_in_flight, sample, args.window_s)
+        open_loop(url, path, bodies, target, seconds, args.max_in_flight, sample, args.window_s, headers)
     )
     end_titles = serving_processes(url)
     end_memory = resident_mb(list(end_titles))
@@ -408,6 +420,11 @@ def format_report(report: SoakReport) -> str:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tradewind benchmark soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="soak a server already running on loopback (default: start one)")
+    parser.add_argument(
+        "--api-key",
+        help=f"with --url: the key sent as Authorization: Bearer (default ${API_KEY_ENV}); "
+        "a server started here gets a key of its own",
+    )
     parser.add_argument(
         "--data-dir", type=Path, help="data folder to serve from (default: platform settings)"
     )

@@ -18,14 +18,16 @@ The ingress lives in `serving/ingress.py`, the model deployments in `serving/end
 module binds them into the applications (and holds the bare echo, an application of its own).
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 from ray import serve
 
-from configs import ConfigError, validate_config
+from configs import ConfigError, InputError, validate_config
 from configs.settings import Settings
+from serving.auth import ApiKey, AuthSettings, KeyRing
 from serving.endpoints import Bidder, Forecaster, Recommender
 from serving.in_process import InProcessEndpoint
 from serving.ingress import Ingress
@@ -53,10 +55,15 @@ def tradewind_app(
     deployment_options: dict[str, dict[str, Any]] | None = None,
     registered_models: dict[str, str] | None = None,
     answering: str = "ingress",
+    auth: AuthSettings | None = None,
+    extra_keys: Sequence[ApiKey] = (),
 ) -> serve.Application:
     """The application for `settings`; `deployment_options` are `.options()` per deployment name
     (what the `deployments:` list of the Serve config holds; with answering: ingress, options of
-    the model deployments are not used: their user_config is a section of the Ingress's)."""
+    the model deployments are not used: their user_config is a section of the Ingress's). The
+    ingress accepts the API keys of `auth`'s keys file, TRADEWIND_API_KEYS and `extra_keys`."""
+    # read here, where the app is built: a malformed keys file fails the deploy with one line
+    keys = KeyRing.load(auth or AuthSettings(), settings.root, extra_keys)
     options = deployment_options or {}
     names = registered_models or {}
 
@@ -68,7 +75,7 @@ def tradewind_app(
         )
 
     return Ingress.options(**options.get("Ingress", {})).bind(
-        bound(Recommender), bound(Forecaster), bound(Bidder)
+        bound(Recommender), bound(Forecaster), bound(Bidder), keys=keys
     )
 
 
@@ -76,9 +83,10 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """`import_path: serving.app:build_app` in configs/serving.yaml (Ray Serve's app builder)."""
     try:
         app_args = validate_config(args, AppArgs, "serving application args")
-    except ConfigError as error:
+        settings = app_args.settings()
+        return tradewind_app(settings, answering=app_args.answering, auth=app_args.auth)
+    except (ConfigError, InputError) as error:
         raise ValueError(str(error)) from None
-    return tradewind_app(app_args.settings(), answering=app_args.answering)
 
 
 def build_echo(args: dict[str, Any]) -> serve.Application:

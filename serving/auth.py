@@ -222,11 +222,11 @@ def ensure_embedded_key(path: Path) -> str | None:
     return add_key(path, EMBEDDED, SCOPES)
 
 
-def caller_key(name: str) -> tuple[str, ApiKey]:
-    """A fresh all-scope key for a process that starts serving for itself (tests, demo,
-    benchmarks): (the key, its stored form). Handed to the application, never written."""
+def caller_key(name: str, scopes: Iterable[str] = SCOPES) -> tuple[str, ApiKey]:
+    """A fresh key for a process that starts serving for itself (tests, demo, benchmarks): (the
+    key, its stored form). The stored form is handed to the application; the key is never written."""
     key = new_key()
-    return key, ApiKey(name, frozenset(SCOPES), key_hash(key))
+    return key, _checked(name, list(scopes), key_hash(key), f"key {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,9 +66,10 @@ def show_endpoints(client: TradewindClient, console: Console) -> dict[str, Any]:
         console.print(Syntax(json.dumps(request), "json", word_wrap=True))
         console.print(Syntax(json.dumps(_shortened(answer), default=str), "json", word_wrap=True))
     console.print(
-        "\nServe it yourself: tradewind serve   (then curl -X POST 127.0.0.1:8000/recommend "
+        "\nServe it yourself: tradewind serve   (its first start prints an API key, once; then curl "
+        "-X POST 127.0.0.1:8000/recommend -H 'authorization: Bearer <key>' "
         "-H 'content-type: application/json' -d '<a request above>', or from Python: "
-        "serving.client.TradewindClient('http://127.0.0.1:8000').recommend(...))"
+        "serving.client.TradewindClient('http://127.0.0.1:8000', api_key=<key>).recommend(...))"
     )
     return shown
 
@@ -84,7 +85,8 @@ def serve_and_show(settings: Settings, console: Console | None = None, *, keep_r
     console = console or Console()
     serving = start_serving(settings)
     try:
-        with TradewindClient(serving.url, timeout_s=60.0) as client:
+        # the key start_serving made for this process: the demo needs no key set-up
+        with TradewindClient(serving.url, api_key=serving.api_key, timeout_s=60.0) as client:
             return show_endpoints(client, console)
     finally:
         if not keep_running:

@@ -4,7 +4,8 @@
 the demo and the benchmark need the same applications inside their own process, for a data
 folder of their choosing, on a free loopback port: `start_serving` reads the same config file
 (deployment options, user_config) and deploys it with `serve.run`, optionally with a few
-user_config keys overridden.
+user_config keys overridden. It makes a fresh all-scope API key for its caller (`Serving.api_key`,
+stored nowhere, handed to the application as a hash), so they need no key set-up.
 """
 
 from __future__ import annotations
@@ -14,11 +15,23 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from configs import validate_config
+from configs.families import FAMILY_NAMES
 from configs.settings import Settings
-from serving.settings import MODEL_DEPLOYMENTS, SERVING_CONFIG, application, load_serving_config
+from serving.auth import ENV_VARIABLE, ApiKey, add_key, caller_key, ensure_embedded_key, keys_path
+from serving.settings import (
+    INGRESS,
+    MODEL_DEPLOYMENTS,
+    SERVING_CONFIG,
+    AppArgs,
+    application,
+    load_serving_config,
+)
 
 TRADEWIND_IMPORT = "serving.app:build_app"
 ECHO_IMPORT = "serving.app:build_echo"
@@ -30,6 +43,12 @@ STOP_GRACE_S = 60.0
 class Serving:
     url: str  # http://127.0.0.1:<port>
     config: dict[str, Any]
+    api_key: str  # an all-scope key of the caller's own (named `start_serving`)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every request but /healthz sends."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
 
 def free_port() -> int:
@@ -42,12 +61,19 @@ def deployment_options(
     entry: dict[str, Any], user_config: dict[str, Any] | None = None
 ) -> dict[str, dict[str, Any]]:
     """`.options()` per deployment name from an application entry; `user_config` keys are merged
-    into every model deployment's user_config (tests poll faster, for example)."""
+    into every model endpoint's user_config (tests poll faster, for example): a model deployment's,
+    or with answering: ingress each family section of the Ingress's."""
     options: dict[str, dict[str, Any]] = {}
+    in_ingress = (entry.get("args") or {}).get("answering", "ingress") == "ingress"
     for deployment in entry.get("deployments") or []:
         values = copy.deepcopy({key: value for key, value in deployment.items() if key != "name"})
         if user_config and deployment["name"] in MODEL_DEPLOYMENTS.values():
             values["user_config"] = {**(values.get("user_config") or {}), **user_config}
+        if user_config and in_ingress and deployment["name"] == INGRESS:
+            sections = values.get("user_config") or {}
+            values["user_config"] = {
+                name: {**(sections.get(name) or {}), **user_config} for name in FAMILY_NAMES
+            }
         options[deployment["name"]] = values
     return options
 
@@ -65,6 +91,7 @@ def start_serving(
     metrics_port: int | None = None,
     app_name: str | None = None,
     route_prefix: str | None = None,
+    api_keys: Sequence[ApiKey] = (),
 ) -> Serving:
     """Deploy the tradewind application (and the bare echo) on 127.0.0.1 and wait until ready.
 
@@ -72,7 +99,9 @@ def start_serving(
     of replicas instead of autoscaling). `metrics_port` is where Ray exports Prometheus metrics
     (Ray Serve's own and Tradewind's) when this call starts Ray. `app_name` and `route_prefix`
     deploy the tradewind application beside others in a Serve instance already running (on
-    `port`): the returned url then ends with the prefix."""
+    `port`): the returned url then ends with the prefix. The application accepts the keys of its
+    keys file and TRADEWIND_API_KEYS, `api_keys` (stored forms, e.g. `auth.caller_key(name, scopes)`)
+    and a fresh all-scope key made here for the caller (`Serving.api_key`)."""
     import ray
     from ray import serve
 
@@ -91,8 +120,17 @@ def start_serving(
     for name, replaced in (options or {}).items():
         chosen[name] = {**chosen.get(name, {}), **replaced}
     prefix = route_prefix or tradewind.get("route_prefix", "/")
+    app_args = validate_config(tradewind.get("args") or {}, AppArgs, f"{config}: tradewind args")
+    key, stored = caller_key("start_serving")  # the caller's own: tests and benchmarks need no set-up
     serve.run(
-        tradewind_app(settings, chosen, registered_models),
+        tradewind_app(
+            settings,
+            chosen,
+            registered_models,
+            (tradewind.get("args") or {}).get("answering", "ingress"),
+            auth=app_args.auth,
+            extra_keys=[stored, *api_keys],
+        ),
         name=app_name or tradewind["name"],
         route_prefix=prefix,
     )
@@ -102,7 +140,7 @@ def start_serving(
         serve.run(Echo.options(**echo_options).bind(), name=echo["name"], route_prefix=echo["route_prefix"])
     url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
     _wait_for_http(url)
-    return Serving(url, serve_config)
+    return Serving(url, serve_config, key)
 
 
 def _wait_for_http(url: str, timeout_s: float = 60.0) -> None:
@@ -120,6 +158,34 @@ def _wait_for_http(url: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def _keys_file(settings: Settings, config: str) -> Path:
+    """The keys file the tradewind application of `config` reads for `settings`."""
+    tradewind = application(load_serving_config(config), TRADEWIND_IMPORT)
+    app_args = validate_config(tradewind.get("args") or {}, AppArgs, f"{config}: tradewind args")
+    return keys_path(app_args.auth, Path(app_args.data_dir) if app_args.data_dir else settings.root)
+
+
+def new_named_key(settings: Settings, config: str, name: str, scopes: list[str]) -> tuple[str, Path]:
+    """`tradewind serve --add-key NAME --scopes ...`: (the new key, the keys file holding its hash).
+    Running applications read the keys file when they start."""
+    path = _keys_file(settings, config)
+    return add_key(path, name, scopes), path
+
+
+def first_start_key(settings: Settings, config: str = SERVING_CONFIG) -> tuple[str, Path] | None:
+    """`tradewind serve`'s first start in embedded mode with no keys file and no TRADEWIND_API_KEYS:
+    an all-scope key named `embedded`, its hash stored in the keys file; (the key, where its hash
+    is). None otherwise: the key exists already (and is never shown again), or keys come from the
+    environment, or a cluster's keys are its operator's business."""
+    import os
+
+    if settings.mode != "embedded" or os.environ.get(ENV_VARIABLE, "").strip():
+        return None
+    path = _keys_file(settings, config)
+    key = ensure_embedded_key(path)
+    return (key, path) if key is not None else None
+
+
 def serve_run(settings: Settings, config: str = SERVING_CONFIG) -> int:
     """`serve run <config>` (Ray's own CLI) for these settings, in the foreground; its exit code.
 
@@ -128,7 +194,6 @@ def serve_run(settings: Settings, config: str = SERVING_CONFIG) -> int:
     Ray's address comes from the platform settings."""
     import os
     import sys
-    from pathlib import Path
 
     from configs import PROJECT_ROOT, config_path
 

@@ -25,6 +25,7 @@ from ray.serve.handle import DeploymentHandle
 
 from configs.families import BIDDER, FORECASTER, RECOMMENDER
 from serving.admission import DEADLINE_HEADER, Deadline, deadline_of
+from serving.auth import CallerGuard, KeyRing
 from serving.in_process import InProcessEndpoint, LocalHandle
 from serving.schemas import BidOutcome, BidRequest, ForecastRequest, RecommendRequest, error_detail
 
@@ -104,10 +105,23 @@ async def call_deployment(handle: Any, endpoint: str, method: str, *args: Any) -
 Endpoint = DeploymentHandle | InProcessEndpoint
 
 
+def _replica_keys() -> KeyRing:
+    # the middleware sits outside the class: the replica's Ingress instance holds the key ring
+    return serve.get_replica_context().servable_object.keys
+
+
+# API keys (serving/auth.py): every route but /healthz and the docs, before the body is parsed
+api.add_middleware(CallerGuard, ring=_replica_keys)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, recommender: Endpoint, forecaster: Endpoint, bidder: Endpoint) -> None:
+    def __init__(
+        self, recommender: Endpoint, forecaster: Endpoint, bidder: Endpoint, keys: KeyRing | None = None
+    ) -> None:
+        # no ring given: no key is accepted (closed, never open, by default)
+        self.keys = keys if keys is not None else KeyRing.of([])
         endpoints = {RECOMMENDER: recommender, FORECASTER: forecaster, BIDDER: bidder}
         # models in this replica: built here, before the replica takes traffic
         self.local = {

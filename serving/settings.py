@@ -20,6 +20,7 @@ from pydantic import Field
 from configs import ConfigError, StrictModel, format_validation_error, read_config_file, validate_config
 from configs.families import FAMILY_NAMES
 from configs.settings import Settings, load_settings
+from serving.auth import AuthSettings
 from tracking.registry import CHALLENGER, CHAMPION
 
 SERVING_CONFIG = "serving"
@@ -72,6 +73,7 @@ class AppArgs(StrictModel):
     # ingress: the models answer inside the ingress replica (one hop; each model's user_config is a
     # section of the ingress's); deployments: one deployment per model, scaled apart (two hops)
     answering: Literal["ingress", "deployments"] = "ingress"
+    auth: AuthSettings = AuthSettings()  # API keys: keys file, rate per key, body size limit
 
     def settings(self) -> Settings:
         settings = load_settings(self.platform_config)

@@ -10,6 +10,7 @@ raylet, dashboard, workers and replicas included) is gone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -79,13 +80,16 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, log: Pat
 
 @pytest.fixture
 def serving_config(tmp_path: Path) -> tuple[Path, int]:
-    """configs/serving.yaml with a free loopback port instead of 8000."""
+    """configs/serving.yaml with a free loopback port instead of 8000, and a keys file of the
+    test's own (none yet: the first start makes the embedded key)."""
     from configs import config_path
     from serving.deploy import free_port
 
     config = yaml.safe_load(config_path("serving").read_text())
     port = free_port()
     config["http_options"] = {**config["http_options"], "host": "127.0.0.1", "port": port}
+    (tradewind,) = [app for app in config["applications"] if app["import_path"] == "serving.app:build_app"]
+    tradewind["args"] = {**tradewind["args"], "auth": {"keys_file": str(tmp_path / "api_keys.yaml")}}
     path = tmp_path / "serving.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path, port
@@ -113,7 +117,14 @@ def test_tradewind_serve_answers_from_the_champions_and_stops_on_sigint_to_its_p
     environment = {
         key: value
         for key, value in os.environ.items()
-        if key not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TRADEWIND_MODE", "TRADEWIND_DATA_DIR")
+        if key
+        not in (
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_REGISTRY_URI",
+            "TRADEWIND_MODE",
+            "TRADEWIND_DATA_DIR",
+            "TRADEWIND_API_KEYS",
+        )
     }
     # a Ray of its own even when `ray start` made a cluster on this host (Ray would join that one)
     environment.update(RAY_ADDRESS="local", RAY_TMPDIR=str(ray_temp_dir))
@@ -146,9 +157,17 @@ def test_tradewind_serve_answers_from_the_champions_and_stops_on_sigint_to_its_p
                 return False
 
         wait_for(healthy, START_S, f"{url}/healthz", log)
+        # the first start printed the embedded key once, and stored only its hash
+        printed = [line for line in log.read_text().splitlines() if line.startswith("API key: ")]
+        assert len(printed) == 1, log.read_text()[-3000:]
+        key = printed[0].removeprefix("API key: ").strip()
+        stored = (tmp_path / "api_keys.yaml").read_text()
+        assert key not in stored and hashlib.sha256(key.encode()).hexdigest() in stored
+        headers = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{url}/models", timeout=30.0).status_code == 401
 
         def all_loaded() -> dict[str, Any] | None:
-            status = httpx.get(f"{url}/models", timeout=30.0).json()
+            status = httpx.get(f"{url}/models", headers=headers, timeout=30.0).json()
             loaded = all("champion" in status.get(endpoint, {}).get("variants", {}) for endpoint in ENDPOINTS)
             return status if loaded else None
 
@@ -160,7 +179,7 @@ def test_tradewind_serve_answers_from_the_champions_and_stops_on_sigint_to_its_p
         configure_tracking(trained_world.settings)
         forecaster = load_served_model(alias_uri(FORECASTER))
         request = forecaster.smoke_request()
-        response = httpx.post(f"{url}/forecast", json=request, timeout=60.0)
+        response = httpx.post(f"{url}/forecast", json=request, headers=headers, timeout=60.0)
         assert response.status_code == 200, response.text
         expected = forecaster.answer(ForecastRequest.model_validate(request).model_dump(mode="json"))
         assert response.json()["forecasts"] == expected["forecasts"]

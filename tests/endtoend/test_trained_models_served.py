@@ -34,7 +34,7 @@ def client(trained_world: TrainedWorld, local_serve: Any) -> Iterator[httpx.Clie
 
     from serving.deploy import start_serving
 
-    url = start_serving(
+    serving = start_serving(
         trained_world.settings,
         port=local_serve.port,
         app_name=APP,
@@ -45,9 +45,9 @@ def client(trained_world: TrainedWorld, local_serve: Any) -> Iterator[httpx.Clie
             name: {"autoscaling_config": None, "num_replicas": 1}
             for name in ("Ingress", "Recommender", "Bidder")
         },
-    ).url
+    )
     try:
-        with httpx.Client(base_url=url, timeout=60.0) as http:
+        with httpx.Client(base_url=serving.url, headers=serving.headers, timeout=60.0) as http:
             yield http
     finally:
         serve.delete(APP)  # other folders' applications in the session's Serve are left as they were

@@ -74,7 +74,7 @@ class Served:
     world: ServingWorld
     server: RegistryServer
     url: str
-    client: httpx.Client
+    client: httpx.Client  # sends the key start_serving made
 
     def models(self) -> dict[str, Any]:
         response = self.client.get("/models")
@@ -89,6 +89,7 @@ def served(
     from ray import serve
 
     from serving.deploy import start_serving
+    from serving.settings import SPLIT_SERVING_CONFIG
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     server = RegistryServer(tmp_path_factory.mktemp("reliability-registry"))
@@ -97,8 +98,9 @@ def served(
     try:
         # a recommender that takes 30 ms an answer: the killed replica has requests in flight
         world = registered_world(tiny_marketplace, server.url, served_models.SlowRecommender)
-        url = start_serving(
+        serving = start_serving(
             world.settings,
+            config=SPLIT_SERVING_CONFIG,  # a Recommender deployment of its own, two replicas to kill one of
             port=local_serve.port,
             app_name=APP,
             route_prefix=f"/{APP}",
@@ -110,9 +112,9 @@ def served(
                 "Forecaster": {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE},
                 "Bidder": {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE},
             },
-        ).url
-        with httpx.Client(base_url=url, timeout=20.0) as client:
-            yield Served(world, server, url, client)
+        )
+        with httpx.Client(base_url=serving.url, headers=serving.headers, timeout=20.0) as client:
+            yield Served(world, server, serving.url, client)
     finally:
         serve.delete(APP)  # tests/serving, in the same session, finds Serve as it was
         server.stop()
@@ -142,7 +144,9 @@ def running_replicas(deployment: str) -> int:
     return int(states.get("RUNNING", 0))
 
 
-async def load_with_a_kill(url: str, world: ServingWorld) -> tuple[list[tuple[int, str | None]], str]:
+async def load_with_a_kill(
+    url: str, headers: dict[str, str], world: ServingWorld
+) -> tuple[list[tuple[int, str | None]], str]:
     """REQUESTS /recommend from CONCURRENCY clients (at most LOAD_LIMIT_S); once KILL_AFTER are
     sent, one of the two replica actors is killed as a crash would. Returns (status, replica) per
     request (status 0: no HTTP answer) and the killed actor's name."""
@@ -154,7 +158,7 @@ async def load_with_a_kill(url: str, world: ServingWorld) -> tuple[list[tuple[in
     killed: list[str] = []
     kill_now = asyncio.Event()
 
-    async with httpx.AsyncClient(base_url=url, timeout=20.0) as client:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=20.0) as client:
 
         async def worker() -> None:
             nonlocal sent
@@ -192,7 +196,7 @@ def test_a_replica_killed_under_load_fails_under_one_percent_and_comes_back(serv
     before = replica_actor_names("Recommender")
 
     started = time.monotonic()
-    results, victim = asyncio.run(load_with_a_kill(url, world))
+    results, victim = asyncio.run(load_with_a_kill(url, dict(served.client.headers), world))
     load_s = time.monotonic() - started
 
     statuses = Counter(status for status, _ in results)

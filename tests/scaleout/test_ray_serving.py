@@ -28,8 +28,9 @@ from tiny_world import ServingWorld, registered_world
 
 from configs import read_config_file
 from configs.settings import Settings
+from serving.auth import add_key
 from serving.deploy import TRADEWIND_IMPORT
-from serving.settings import SERVING_CONFIG, load_serving_config
+from serving.settings import SPLIT_SERVING_CONFIG, load_serving_config
 
 pytestmark = pytest.mark.scaleout
 
@@ -45,16 +46,20 @@ class ClusterServing:
     world: ServingWorld
     url: str
     application: str
+    headers: dict[str, str]  # the key the test added to the application's keys file
 
 
-def serving_config_for(cluster_platform: Path, port: int) -> dict:
-    """configs/serving.yaml's tradewind application for the cluster: HTTP on the head's address,
-    one replica per deployment, the Forecaster's on the worker node."""
-    _, config = read_config_file(SERVING_CONFIG)
+def serving_config_for(cluster_platform: Path, port: int, keys_file: Path) -> dict:
+    """configs/serving-split.yaml's tradewind application for the cluster (each model a deployment
+    of its own, so one can be placed on the worker): HTTP on the head's address,
+    one replica per deployment, the Forecaster's on the worker node, API keys from `keys_file`."""
+    _, config = read_config_file(SPLIT_SERVING_CONFIG)
     config = copy.deepcopy(config)
     config["http_options"] = {**config.get("http_options", {}), "host": HEAD_IP, "port": port}
     (application,) = [app for app in config["applications"] if app["import_path"] == TRADEWIND_IMPORT]
-    application["args"] = {**(application.get("args") or {}), "platform_config": str(cluster_platform)}
+    args = application.get("args") or {}
+    auth = {**(args.get("auth") or {}), "keys_file": str(keys_file)}
+    application["args"] = {**args, "platform_config": str(cluster_platform), "auth": auth}
     for deployment in application["deployments"]:
         deployment.pop("autoscaling_config", None)
         deployment["num_replicas"] = 1
@@ -65,7 +70,9 @@ def serving_config_for(cluster_platform: Path, port: int) -> dict:
     return config
 
 
-def wait_for_forecast(url: str, world: ServingWorld, cluster: RayCluster) -> httpx.Response:
+def wait_for_forecast(
+    url: str, world: ServingWorld, cluster: RayCluster, headers: dict[str, str]
+) -> httpx.Response:
     """The first forecast the deployed application answers (replicas start and load their models
     after the deploy returns)."""
     body = {"product_ids": world.products[:2], "market": world.markets[0], "horizon": 3}
@@ -73,7 +80,7 @@ def wait_for_forecast(url: str, world: ServingWorld, cluster: RayCluster) -> htt
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            response = httpx.post(f"{url}/forecast", json=body, timeout=10.0)
+            response = httpx.post(f"{url}/forecast", json=body, headers=headers, timeout=10.0)
             if response.status_code == 200:
                 return response
             last = f"{response.status_code} {response.text[:300]}"
@@ -102,7 +109,9 @@ def cluster_serving(
         )
     )
     port = free_port(HEAD_IP)
-    config = serving_config_for(platform, port)
+    keys_file = folder / "api_keys.yaml"  # the nodes share this host's files
+    key = add_key(keys_file, "cluster-test", ["forecast"])
+    config = serving_config_for(platform, port, keys_file)
     serve_config = folder / "serving.yaml"
     serve_config.write_text(yaml.safe_dump(config, sort_keys=False))
     load_serving_config(serve_config)  # what `tradewind serve` checks before deploying
@@ -117,7 +126,8 @@ def cluster_serving(
             f"`serve run` failed:\n{deployed.stdout[-2000:]}{deployed.stderr[-2000:]}"
         )
         url = f"http://{HEAD_IP}:{port}"
-        yield ClusterServing(two_node_cluster, world, url, config["applications"][0]["name"])
+        headers = {"Authorization": f"Bearer {key}"}
+        yield ClusterServing(two_node_cluster, world, url, config["applications"][0]["name"], headers)
     finally:
         down = two_node_cluster.driver_report(PROBE, [two_node_cluster.address, "shutdown"], PROBE_SECONDS)
         world.client.close()
@@ -126,16 +136,25 @@ def cluster_serving(
 
 def test_serve_application_answers_over_http_on_the_head_node(cluster_serving: ClusterServing) -> None:
     world = cluster_serving.world
-    forecast = wait_for_forecast(cluster_serving.url, world, cluster_serving.cluster).json()
+    forecast = wait_for_forecast(
+        cluster_serving.url, world, cluster_serving.cluster, cluster_serving.headers
+    ).json()
     assert forecast["market"] == world.markets[0]
     assert sorted({row["product_id"] for row in forecast["forecasts"]}) == world.products[:2]
     assert len(forecast["forecasts"]) == 2 * 3
     health = httpx.get(f"{cluster_serving.url}/healthz", timeout=10.0)
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    # the keys file the nodes read: no key is 401, a key without the scope 403
+    body = {"product_ids": world.products[:1], "market": world.markets[0], "horizon": 1}
+    assert httpx.post(f"{cluster_serving.url}/forecast", json=body, timeout=10.0).status_code == 401
+    outside = httpx.post(f"{cluster_serving.url}/bid", json={}, headers=cluster_serving.headers, timeout=10.0)
+    assert outside.status_code == 403, outside.text
 
 
 def test_serve_replicas_run_on_both_nodes(cluster_serving: ClusterServing) -> None:
-    wait_for_forecast(cluster_serving.url, cluster_serving.world, cluster_serving.cluster)
+    wait_for_forecast(
+        cluster_serving.url, cluster_serving.world, cluster_serving.cluster, cluster_serving.headers
+    )
     report = cluster_serving.cluster.driver_report(
         PROBE, [cluster_serving.cluster.address, "status"], PROBE_SECONDS
     )

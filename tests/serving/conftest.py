@@ -42,11 +42,13 @@ POLL_S = 0.3
 def serving_world(
     tiny_marketplace: Settings, tmp_path_factory: pytest.TempPathFactory, local_serve: Any
 ) -> Iterator[ServingWorld]:
+    from serving.auth import caller_key
     from serving.deploy import start_serving
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     store = Path(tmp_path_factory.mktemp("serving-mlflow")) / "mlflow.db"
     world = registered_world(tiny_marketplace, f"sqlite:///{store}")
+    world.recommend_key, recommend_only = caller_key("recommend-only", ["recommend"])
     serving = start_serving(
         world.settings,
         port=local_serve.port,
@@ -57,9 +59,10 @@ def serving_world(
             name: {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE}
             for name in ("Ingress", "Recommender", "Forecaster", "Bidder")
         },
+        api_keys=[recommend_only],
     )
-    world.url = serving.url
-    world.client = httpx.Client(base_url=serving.url, timeout=30.0)
+    world.url, world.api_key = serving.url, serving.api_key
+    world.client = httpx.Client(base_url=serving.url, headers=serving.headers, timeout=30.0)
     yield world  # Serve itself stops with the session (local_serve)
     world.client.close()
 

@@ -8,7 +8,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from tiny_world import BudgetDay, ServingWorld
 
 from configs import InputError
 from serving.auth import (
@@ -243,3 +245,82 @@ def test_each_route_needs_its_scope() -> None:
     assert route_scope("GET", "/nowhere") == ANY_SCOPE
     assert [route_scope("GET", path) for path in ("/healthz", "/docs", "/openapi.json")] == [None] * 3
     assert route_scope("POST", "/healthz") == ANY_SCOPE  # only the GET is open
+
+
+# ---------------------------------------------------------------------------------------------
+# over real Serve HTTP: the serving world's app accepts its all-scope key and a `recommend` key
+
+
+def as_key(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_no_key_or_a_wrong_key_is_401_and_healthz_and_docs_stay_open(serving_world: ServingWorld) -> None:
+    world = serving_world
+    body = {"user_id": world.users[0], "market": world.markets[0], "k": 3}
+    with httpx.Client(base_url=world.url, timeout=30.0) as anonymous:
+        for headers in ({}, as_key("tw_not-a-key-of-this-app"), {"Authorization": world.api_key}):
+            response = anonymous.post("/recommend", json=body, headers=headers)
+            assert response.status_code == 401, response.text
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert set(response.json()) == {"detail"}
+        assert anonymous.get("/models").status_code == 401
+        assert anonymous.get("/nowhere").status_code == 401  # which routes exist is not told either
+        assert anonymous.get("/healthz").json() == {"status": "ok"}
+        assert anonymous.get("/openapi.json").status_code == 200
+        assert anonymous.get("/docs").status_code == 200
+
+
+def test_a_key_answers_in_its_scope_and_gets_403_outside_it(serving_world: ServingWorld) -> None:
+    world = serving_world
+    limited = as_key(world.recommend_key)
+    body = {"user_id": world.users[0], "market": world.markets[0], "k": 3}
+    answered = world.client.post("/recommend", json=body, headers=limited)
+    assert answered.status_code == 200, answered.text
+    assert len(answered.json()["items"]) == 3
+    assert world.client.get("/models", headers=limited).status_code == 200  # any key
+    forecast = {"product_ids": world.products[:1], "market": world.markets[0], "horizon": 1}
+    for method, path, payload in (
+        ("POST", "/forecast", forecast),
+        ("POST", "/bid", {}),
+        ("POST", "/bid/outcome", {}),
+        ("GET", f"/campaigns/{next(iter(world.campaigns))}/pacing", None),
+    ):
+        refusal = world.client.request(method, path, json=payload, headers=limited)
+        assert refusal.status_code == 403, (path, refusal.text)
+        assert refusal.json() == {"detail": f"key 'recommend-only' lacks the scope '{path_scope(path)}'"}
+        assert world.recommend_key not in refusal.text
+
+
+def path_scope(path: str) -> str:
+    return route_scope("GET" if path.endswith("/pacing") else "POST", path) or ""
+
+
+def test_a_body_over_the_limit_is_413_whether_or_not_its_length_is_sent(serving_world: ServingWorld) -> None:
+    world = serving_world
+    limit = AuthSettings().max_body_bytes  # configs/serving.yaml keeps the default
+    big = b'{"user_id": "' + b"u" * limit + b'", "market": "US", "k": 3}'
+    sized = world.client.post("/recommend", content=big, headers={"content-type": "application/json"})
+    assert sized.status_code == 413, sized.text
+    assert sized.json() == {"detail": f"request body of {len(big)} bytes is over the limit of {limit} bytes"}
+    chunked = world.client.post(
+        "/recommend", content=iter([big[:limit], big[limit:]]), headers={"content-type": "application/json"}
+    )
+    assert chunked.status_code == 413, chunked.text
+    assert chunked.json() == {"detail": f"request body is over the limit of {limit} bytes"}
+
+
+def test_a_refused_bid_reserves_nothing(serving_world: ServingWorld, budget_day: BudgetDay) -> None:
+    world = serving_world
+    bid = budget_day.bid({"hour": 12})
+    with httpx.Client(base_url=world.url, timeout=30.0) as anonymous:
+        assert anonymous.post("/bid", json=bid).status_code == 401
+    assert world.client.post("/bid", json=bid, headers=as_key(world.recommend_key)).status_code == 403
+    padded = {**bid, "request": {"hour": 12, "note": "x" * AuthSettings().max_body_bytes}}
+    assert world.client.post("/bid", json=padded).status_code == 413
+    state = budget_day.pacing(world.client)
+    assert (state["spent"], state["reserved"], state["bids"]) == (0.0, 0.0, 0), state
+
+    accepted = world.client.post("/bid", json=bid)  # the same bid with the world's key is answered
+    assert accepted.status_code == 200, accepted.text
+    assert budget_day.pacing(world.client)["bids"] == 1

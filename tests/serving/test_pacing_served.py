@@ -24,11 +24,15 @@ from scaleout_services import RedisDb
 from tiny_world import BIDDER, FAST_LIFECYCLE, BudgetDay, ServingWorld
 
 from configs.settings import Settings
+from serving.auth import KeyRing, caller_key
 
 pytestmark = pytest.mark.slow
 
 # each replica a tenth of a CPU: the session's Ray has 2 for every app of every test folder
 REPLICA_CPUS = 0.1
+# the one key the apps of this file accept (the ingress is bound here, not by start_serving)
+KEY, STORED_KEY = caller_key("pacing-test")
+HEADERS = {"Authorization": f"Bearer {KEY}"}
 
 
 @contextmanager
@@ -58,7 +62,8 @@ def bidder_app(
     ingress = Ingress.options(**{**configured["Ingress"], **fixed, "num_replicas": 1})
     name = f"pacing-{secrets.token_hex(3)}"
     try:
-        serve.run(ingress.bind(bidder, bidder, bidder), name=name, route_prefix=f"/{name}")
+        app = ingress.bind(bidder, bidder, bidder, keys=KeyRing.of([STORED_KEY]))
+        serve.run(app, name=name, route_prefix=f"/{name}")
         url = f"{local_serve.url}/{name}"
         wait_until(lambda: _healthy(url), timeout_s=60.0, what=f"{url}/healthz")
         yield name, url
@@ -75,7 +80,7 @@ def _healthy(url: str) -> bool:
 
 def burst(url: str, day: BudgetDay, count: int) -> list[httpx.Response]:
     async def all_at_once() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=url, timeout=60.0) as client:
+        async with httpx.AsyncClient(base_url=url, headers=HEADERS, timeout=60.0) as client:
             return await asyncio.gather(
                 *(client.post("/bid", json=day.bid({"hour": 10})) for _ in range(count))
             )
@@ -87,7 +92,7 @@ def assert_no_overspend(url: str, day: BudgetDay) -> list[dict[str, Any]]:
     """80 concurrent bids (the test bidder asks 7% of the budget: 5.6 budgets' worth) on a fresh
     campaign-day, each reserved one then settled as won at its full price: the budget is used and
     never exceeded, and it is the two replicas that answered. Returns the bids."""
-    with httpx.Client(base_url=url, timeout=30.0) as client:
+    with httpx.Client(base_url=url, headers=HEADERS, timeout=30.0) as client:
         responses = burst(url, day, 80)
         assert [response.status_code for response in responses] == [200] * len(responses)
         bids = [response.json() for response in responses]
@@ -123,7 +128,7 @@ def test_concurrent_bids_on_two_replicas_never_overspend_sqlite(
     serving_world: ServingWorld, budget_day: BudgetDay, local_serve: Any
 ) -> None:
     with bidder_app(local_serve, serving_world.settings, bidder_replicas=2) as (_, url):
-        status = httpx.get(f"{url}/models", timeout=30.0).json()["bid"]
+        status = httpx.get(f"{url}/models", headers=HEADERS, timeout=30.0).json()["bid"]
         assert status["pacing_store"] == "SqlitePacingStore"
         assert_no_overspend(url, budget_day)
     # the state is the data folder's file: the session's app reads what the two replicas wrote
@@ -156,7 +161,7 @@ def test_concurrent_bids_on_two_replicas_never_overspend_redis(
     )
     assert settings.mlflow_tracking_uri == world.settings.mlflow_tracking_uri  # still the session's store
     with bidder_app(local_serve, settings, bidder_replicas=2, registered_bidder=registered) as (_, url):
-        status = httpx.get(f"{url}/models", timeout=30.0).json()["bid"]
+        status = httpx.get(f"{url}/models", headers=HEADERS, timeout=30.0).json()["bid"]
         assert status["pacing_store"] == "RedisPacingStore"
         bids = assert_no_overspend(url, budget_day)
     # the state lives in the test's Redis db, and the data folder's SQLite state never saw the day
@@ -192,7 +197,7 @@ def test_requests_are_counted_per_endpoint_variant_and_status(
     Ray exports a Serve counter as `ray_<name>_total`, tagged with its application: a fresh app's
     counts are exactly this test's requests."""
     with bidder_app(local_serve, serving_world.settings, bidder_replicas=1) as (name, url):
-        with httpx.Client(base_url=url, timeout=30.0) as client:
+        with httpx.Client(base_url=url, headers=HEADERS, timeout=30.0) as client:
             for _ in range(3):
                 assert client.post("/bid", json=budget_day.bid()).status_code == 200
             unknown = {"campaign_id": budget_day.campaign_id, "reservation_id": "nope", "won": False}

@@ -37,7 +37,7 @@ class Loop:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.world.url, timeout=30.0) as client:
+        with httpx.Client(base_url=self.world.url, headers=self.world.headers, timeout=30.0) as client:
             while not self._stop.is_set():
                 response = client.post(
                     "/recommend",

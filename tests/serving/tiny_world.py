@@ -1,6 +1,7 @@
 """The serving tests' world: the tiny marketplace's ids and `served_models`' small models,
 registered with `tracking.registry.register_model` in an MLflow store of the caller's choosing and
-promoted like the families' models are. tests/serving serves it once per session; tests/reliability
+promoted like the families' models are (every request but /healthz sends `headers`: the API
+key of the session's application). tests/serving serves it once per session; tests/reliability
 builds its own (another store, or an MLflow server) from the same pieces.
 """
 
@@ -35,6 +36,12 @@ class ServingWorld:
     products: list[str]
     users: list[str]
     campaigns: dict[str, tuple[str, float]]  # campaign -> (market, daily budget)
+    api_key: str = ""  # the all-scope key start_serving made; `client` sends it
+    recommend_key: str = ""  # a key with the `recommend` scope only (tests/serving/test_auth.py)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def register(self, name: str, model: object, input_example: object, family: str) -> int:
         from tracking.registry import register_model
@@ -52,8 +59,8 @@ def registered_world(
     marketplace: Settings, tracking_uri: str, recommender: type = served_models.TinyRecommender
 ) -> ServingWorld:
     """The marketplace's ids, and the three tiny models registered at `tracking_uri` and promoted to
-    champion (the recommender, of class `recommender`, as label "v1"). `url` and `client` are set
-    once it is served."""
+    champion (the recommender, of class `recommender`, as label "v1"). `url`, `api_key` and
+    `client` are set once it is served."""
     import pandas as pd
 
     from features.tables import read_table
