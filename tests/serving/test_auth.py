@@ -324,3 +324,71 @@ def test_a_refused_bid_reserves_nothing(serving_world: ServingWorld, budget_day:
     accepted = world.client.post("/bid", json=bid)  # the same bid with the world's key is answered
     assert accepted.status_code == 200, accepted.text
     assert budget_day.pacing(world.client)["bids"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# `tradewind serve`: the embedded key on the first start, printed once; --add-key
+
+
+@pytest.fixture
+def data_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data folder of the test's own, embedded mode, no keys in the environment; `serve run`
+    replaced by a stand-in that records its call (serving itself is tested above and end to end)."""
+    monkeypatch.setenv("TRADEWIND_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TRADEWIND_MODE", raising=False)
+    monkeypatch.delenv(ENV_VARIABLE, raising=False)
+    monkeypatch.setattr("serving.deploy.serve_run", lambda settings, config: 0)
+    return tmp_path / "data"
+
+
+def test_the_first_serve_prints_the_embedded_key_once_and_stores_its_hash(data_folder: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    runner = CliRunner()
+    first = runner.invoke(app, ["serve"])
+    assert first.exit_code == 0, first.output
+    (line,) = [line for line in first.output.splitlines() if line.startswith("API key: ")]
+    key = line.removeprefix("API key: ")
+    path = data_folder / "serving" / "api_keys.yaml"
+    assert str(path) in first.output.replace("\n", "")
+    assert key not in path.read_text() and key_hash(key) in path.read_text()
+    ring = KeyRing.load(AuthSettings(), data_folder, environ={})
+    assert [ring.check(bearer(key), scope) for scope in SCOPES] == ["embedded"] * 4
+
+    again = runner.invoke(app, ["serve"])
+    assert again.exit_code == 0 and "API key" not in again.output and key not in again.output
+
+
+def test_no_embedded_key_when_keys_come_from_the_environment(
+    data_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    monkeypatch.setenv(ENV_VARIABLE, f"ops:*:{HEX}")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 0 and "API key" not in result.output
+    assert not (data_folder / "serving" / "api_keys.yaml").exists()
+
+
+def test_serve_add_key_prints_a_scoped_key_once_and_refuses_a_bad_scope_in_one_line(
+    data_folder: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    runner = CliRunner()
+    added = runner.invoke(app, ["serve", "--add-key", "shop", "--scopes", "recommend,bid"])
+    assert added.exit_code == 0, added.output
+    key = added.output.strip().splitlines()[-1]
+    ring = KeyRing.load(AuthSettings(), data_folder, environ={})
+    assert ring.check(bearer(key), "bid") == "shop"
+    assert refused(ring, bearer(key), "forecast").status == 403
+
+    wrong = runner.invoke(app, ["serve", "--add-key", "ops", "--scopes", "recommend,bids"])
+    assert wrong.exit_code == 2
+    assert "unknown scope 'bids'" in wrong.output and len(wrong.output.strip().splitlines()) == 1
