@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -55,7 +54,14 @@ from benchmarks.load_generator import (
     open_loop,
     open_loop_options,
 )
-from benchmarks.serving import PATHS, loopback_only, request_makers, serving_target
+from benchmarks.serving import (
+    API_KEY_ENV,
+    PATHS,
+    api_headers,
+    loopback_only,
+    request_makers,
+    serving_target,
+)
 from configs import InputError
 from training.evaluation.intervals import quantile_interval
 
@@ -65,7 +71,6 @@ GROWTH = 1.05  # a level whose 200s per second beat the best so far by less: thr
 GOODPUT_TARGET = 0.90
 REFUSAL_P99_TARGET_MS = 50.0
 ACCEPTED_P99_TARGET = 3.0  # x the unloaded p99
-API_KEY_ENV = "TRADEWIND_API_KEY"
 # /bid's campaign days: far in the future, so no real traffic or earlier test shares them
 FIRST_BID_DAY = datetime(2200, 1, 1, 12, tzinfo=UTC)
 
@@ -406,7 +411,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--api-key",
-        help=f"the key sent as Authorization: Bearer (default: ${API_KEY_ENV}, or the started app's)",
+        help=f"with --url: the key sent as Authorization: Bearer (default ${API_KEY_ENV}); "
+        "a server started here gets a key of its own",
+    )
+    parser.add_argument(
+        "--serving-config",
+        help="Serve config to start (default configs/serving.yaml; e.g. serving-split), as benchmark serving",
     )
     parser.add_argument(
         "--multiples", default="1,2,4", help="offered load, multiples of the measured maximum (1,2,4)"
@@ -473,10 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[OverloadRow] = []
     checks: list[str] = []
     with serving_target(args) as (url, settings):
-        # the option, the environment, or a started app's own key (serving_target may set args.api_key)
-        key = args.api_key or os.environ.get(API_KEY_ENV)
-        headers = {"Authorization": f"Bearer {key}"} if key else None
-        makers = request_makers(settings, url)
+        # --api-key, $TRADEWIND_API_KEY, or the key of the app serving_target started
+        headers = api_headers(args)
+        makers = request_makers(settings, url, headers=headers)
         for endpoint in args.endpoint_list:
             endpoint_rows, endpoint_checks = run_endpoint(url, endpoint, makers[endpoint], args, headers)
             rows += endpoint_rows
