@@ -1,18 +1,20 @@
 """Soak: one endpoint at 80% of its measured maximum throughput for minutes, open loop.
 
-First a short closed-loop probe (benchmarks/serving.py's load generator) measures the endpoint's
-maximum requests per second; then an open-loop rate limiter sends requests on a fixed schedule at
-`--share` (0.8) of it for `--minutes` (10), whatever the answers take, loopback only. A request's
-latency counts from the moment the schedule says it is due, so a server falling behind shows in
-the figures instead of slowing the sender down. At most `--max-in-flight` requests are open at
-once: a due request beyond that is counted as `skipped` (the server is not keeping up).
+First two short closed-loop probes (benchmarks/serving.py's load generator) measure the endpoint's
+unloaded p99 (one client) and its maximum (`--probe-concurrency` clients: 200s per second, so fast
+refusals do not count as throughput); then an open-loop rate limiter sends requests on a fixed
+schedule at `--share` (0.8) of it for `--minutes` (10), whatever the answers take, loopback only. A
+request's latency counts from the moment the schedule says it is due, so a server falling behind
+shows in the figures instead of slowing the sender down. At most `--max-in-flight` requests are
+open at once: a due request beyond that is counted as `skipped` (the server is not keeping up).
 
 It reports the requests sent, errors by status (`0` with the exception's name: no HTTP answer),
-p50/p99 latency and throughput per `--window-s` (30 s) window over time, and the resident memory
-(RSS) of every serving process (GCS, raylet, Serve controller, proxy, replicas, Ray workers and
-agents) at the start and the end: growth in MB and % per process and in total. `--json PATH` writes
-all of it as one object, with n, n_of, ci95_of, ci95_low and ci95_high: the seeded bootstrap 95%
-interval of p99 over the requests (of the soak, and of each window).
+p50/p99 latency and throughput per `--window-s` (30 s) window over time, each window's p99 against
+the unloaded p99 with issue #14's target (p99 <= 2x unloaded per window) met or MISSED, and the
+resident memory (RSS) of every serving process (GCS, raylet, Serve controller, proxy, replicas, Ray
+workers and agents) at the start and the end: growth in MB and % per process and in total.
+`--json PATH` writes all of it as one object, with n, n_of, ci95_of, ci95_low and ci95_high: the
+seeded bootstrap 95% interval of p99 over the requests (of the soak, and of each window).
 
     tradewind benchmark soak --minutes 10 --endpoint recommend --json soak.json
 
@@ -50,6 +52,7 @@ from benchmarks.serving import (
 from training.evaluation.intervals import quantile_interval
 
 SOAKED = ("recommend", "forecast", "bid", "echo")
+P99_TARGET = 2.0  # x the unloaded p99, per window (issue #14)
 RAY_DAEMONS = ("gcs_server", "raylet")
 
 
@@ -62,6 +65,8 @@ class Window:
     p99_ms: float
     rps: float
     rss_mb: float | None = None  # all serving processes, sampled as the window closed
+    p99_vs_unloaded: float = float("nan")  # p99_ms / the unloaded p99
+    target_met: bool = False  # p99_vs_unloaded <= P99_TARGET
     # p99's seeded bootstrap interval over the window's requests
     n: int = 0
     n_of: str = "requests"
@@ -88,8 +93,9 @@ class ProcessMemory:
 class SoakReport:
     endpoint: str
     minutes: float
-    max_rps: float
+    max_rps: float  # 200s per second of the probe
     target_rps: float
+    unloaded_p99_ms: float  # closed loop, one client, before the soak
     achieved_rps: float
     requests: int
     skipped: int
@@ -290,7 +296,9 @@ def p99_interval(latencies_s: list[float]) -> dict[str, float | int]:
     return {"n": interval.n, "ci95_low": round(interval.low, 2), "ci95_high": round(interval.high, 2)}
 
 
-def windows_of(sent: list[Sent], window_s: float, rss_by_window: dict[int, float]) -> list[Window]:
+def windows_of(
+    sent: list[Sent], window_s: float, rss_by_window: dict[int, float], unloaded_p99_ms: float
+) -> list[Window]:
     grouped: dict[int, list[Sent]] = {}
     for request in sent:
         grouped.setdefault(int(request.due_s // window_s), []).append(request)
@@ -309,6 +317,8 @@ def windows_of(sent: list[Sent], window_s: float, rss_by_window: dict[int, float
                 round(p99, 2),
                 len(members) / window_s,
                 rss,
+                round(p99 / unloaded_p99_ms, 3) if unloaded_p99_ms else float("nan"),
+                bool(unloaded_p99_ms) and p99 <= P99_TARGET * unloaded_p99_ms,
                 **p99_interval([request.latency_s for request in members]),
             )
         )
@@ -321,12 +331,16 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
     bodies = request_makers(settings, url, headers=headers)[args.endpoint]
     print(f"warming {path} ...", flush=True)
     asyncio.run(measure(url, path, bodies, 4, 50, 30.0, headers))
+    unloaded = asyncio.run(measure(url, path, bodies, 1, 10**9, args.probe_seconds, headers))
     probe = asyncio.run(
         measure(url, path, bodies, args.probe_concurrency, 10**9, args.probe_seconds, headers)
     )
-    target = args.share * probe.rps
+    # 200s per second: under admission control the probe's fast 503s are not throughput
+    max_rps = probe.rps * probe.status_200 / probe.requests if probe.requests else 0.0
+    target = args.share * max_rps
     print(
-        f"maximum: {probe.rps:.1f} rps at concurrency {args.probe_concurrency} "
+        f"unloaded p99 {unloaded.p99_ms:.1f} ms (concurrency 1, {unloaded.requests} requests); "
+        f"maximum: {max_rps:.1f} rps answered 200 at concurrency {args.probe_concurrency} "
         f"(p99 {probe.p99_ms:.1f} ms, {probe.errors} errors in {probe.requests}); "
         f"soaking at {args.share:.0%} = {target:.1f} rps for {args.minutes:g} min",
         flush=True,
@@ -356,8 +370,9 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
     return SoakReport(
         endpoint=args.endpoint,
         minutes=args.minutes,
-        max_rps=round(probe.rps, 2),
+        max_rps=round(max_rps, 2),
         target_rps=round(target, 2),
+        unloaded_p99_ms=round(unloaded.p99_ms, 2),
         achieved_rps=round(len(sent) / seconds, 2) if seconds else 0.0,
         requests=len(sent),
         skipped=skipped,
@@ -365,7 +380,7 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
         errors={status: count for status, count in sorted(statuses.items()) if status != "200"},
         p50_ms=round(p50, 2),
         p99_ms=round(p99, 2),
-        windows=windows_of(sent, args.window_s, rss_by_window),
+        windows=windows_of(sent, args.window_s, rss_by_window, unloaded.p99_ms),
         memory_start_mb=round(sum(start_memory.values()), 1),
         memory_end_mb=round(sum(end_memory.values()), 1),
         processes=process_table(
@@ -385,16 +400,20 @@ def format_report(report: SoakReport) -> str:
         f"{report.skipped} skipped, p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms "
         f"(95% CI [{report.ci95_low:.1f}, {report.ci95_high:.1f}] over {report.n} requests)",
         f"statuses: {', '.join(f'{status}: {count}' for status, count in report.statuses.items()) or '-'}",
+        f"unloaded p99 {report.unloaded_p99_ms:.1f} ms (concurrency 1); target per window: "
+        f"p99 <= {P99_TARGET:g}x unloaded, met in {sum(w.target_met for w in report.windows)} "
+        f"of {len(report.windows)} windows",
         "",
         f"{'window s':>9} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 95% CI':>17} "
-        f"{'rps':>7} {'RSS MB':>8}",
+        f"{'rps':>7} {'RSS MB':>8} {'p99/unl':>7}  target",
     ]
     for window in report.windows:
         rss = f"{window.rss_mb:,.0f}" if window.rss_mb is not None else "-"
         interval = f"[{window.ci95_low:.1f}, {window.ci95_high:.1f}]"
         lines.append(
             f"{window.start_s:>9.0f} {window.requests:>8} {window.errors:>6} {window.p50_ms:>8.1f} "
-            f"{window.p99_ms:>8.1f} {interval:>17} {window.rps:>7.1f} {rss:>8}"
+            f"{window.p99_ms:>8.1f} {interval:>17} {window.rps:>7.1f} {rss:>8} "
+            f"{window.p99_vs_unloaded:>7.2f}  p99<={P99_TARGET:g}x {'met' if window.target_met else 'MISSED'}"
         )
     lines += [
         "",

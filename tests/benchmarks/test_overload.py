@@ -280,3 +280,38 @@ def test_bad_options_give_one_line_and_exit_2(options: list[str], message: str) 
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.output
+
+
+def test_the_soak_offers_80_percent_of_the_accepted_maximum_and_judges_each_window(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """benchmarks/soak.py against the same server: its maximum counts 200s only (the probe's 8
+    clients find 2 admitted at once: most of their answers are fast 503s), and each window's p99 is
+    set against the unloaded p99 with the 2x target."""
+    from benchmarks.soak import P99_TARGET, main
+
+    server = AdmissionServer(limit=2, delay_s=0.05)
+    out = tmp_path / "soak.json"
+    with serving(server) as url:
+        arguments = ["--url", url, "--data-dir", str(data_dir), "--endpoint", "forecast", "--minutes", "0.05"]
+        arguments += [
+            "--window-s",
+            "1",
+            "--probe-seconds",
+            "1",
+            "--probe-concurrency",
+            "8",
+            "--json",
+            str(out),
+        ]
+        assert main(arguments) == 0
+    report = json.loads(out.read_text())
+    # 2 at once, 50 ms each: 40 answered 200 per second at most, whatever the 503s add
+    assert 0 < report["max_rps"] <= 40.0 * 1.05
+    assert report["target_rps"] == pytest.approx(0.8 * report["max_rps"], rel=0.01)
+    assert report["unloaded_p99_ms"] >= 50.0  # one client: the server's own 50 ms, never less
+    assert report["windows"]
+    for window in report["windows"]:
+        ratio = window["p99_ms"] / report["unloaded_p99_ms"]
+        assert window["p99_vs_unloaded"] == pytest.approx(ratio, abs=0.01)
+        assert window["target_met"] is (window["p99_ms"] <= P99_TARGET * report["unloaded_p99_ms"])
