@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import time
-from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,7 +26,26 @@ from configs.families import BIDDER, FORECASTER, RECOMMENDER
 from serving.admission import DEADLINE_HEADER, Deadline, deadline_of
 from serving.auth import CallerGuard, KeyRing
 from serving.in_process import InProcessEndpoint, LocalHandle
-from serving.schemas import BidOutcome, BidRequest, ForecastRequest, RecommendRequest, error_detail
+from serving.responses import (
+    Bid,
+    CampaignDay,
+    Forecast,
+    Health,
+    ModelsStatus,
+    Pacing,
+    Recommendation,
+    caller,
+    declare_bearer_scheme,
+    route_responses,
+)
+from serving.schemas import (
+    BidOutcome,
+    BidRequest,
+    ForecastRequest,
+    RecommendRequest,
+    Timestamp,
+    error_detail,
+)
 
 logger = logging.getLogger("tradewind.serving")
 
@@ -43,6 +61,11 @@ api = FastAPI(
     "calls champion (and challenger, on a configured share of requests).",
     version="1",
 )
+declare_bearer_scheme(api)
+# what a route can refuse with (400: not JSON; 401/403/429/413: serving/auth.py; 404: an id the data
+# lacks; 422: the schema or the model; 503: overload, a passed deadline, no model loaded)
+MODEL_REFUSALS = (400, 401, 403, 404, 413, 422, 429, 503)
+STATE_REFUSALS = (401, 403, 404, 413, 422, 429)  # the pacing state's routes: no model, no admission
 
 
 @api.exception_handler(Exception)
@@ -177,6 +200,9 @@ class Ingress:
     @api.post(
         f"/{RECOMMENDER.endpoint}",
         summary="Top-k products for a user in a market (cold start for unknown users)",
+        response_model=Recommendation,
+        responses=route_responses(*MODEL_REFUSALS, not_found="The market is not one the served model knows."),
+        openapi_extra=caller("recommend", deadline=True),
     )
     async def recommend(self, body: RecommendRequest, request: Request) -> Response:
         return await self._call(RECOMMENDER.endpoint, "handle", body.model_dump(mode="json"), request)
@@ -184,6 +210,12 @@ class Ingress:
     @api.post(
         f"/{FORECASTER.endpoint}",
         summary="Demand forecast per product for the next `horizon` days, with quantiles",
+        response_model=Forecast,
+        responses=route_responses(
+            *MODEL_REFUSALS,
+            not_found="The market, or a product in that market, is not one the served model knows.",
+        ),
+        openapi_extra=caller("forecast", deadline=True),
     )
     async def forecast(self, body: ForecastRequest, request: Request) -> Response:
         return await self._call(FORECASTER.endpoint, "handle", body.model_dump(mode="json"), request)
@@ -191,6 +223,9 @@ class Ingress:
     @api.post(
         f"/{BIDDER.endpoint}",
         summary="A bid for one auction under the campaign's daily budget (reserved atomically)",
+        response_model=Bid,
+        responses=route_responses(*MODEL_REFUSALS, not_found="The campaign is unknown."),
+        openapi_extra=caller("bid", deadline=True),
     )
     async def bid(self, body: BidRequest, request: Request) -> Response:
         return await self._call(BIDDER.endpoint, "handle", body.model_dump(mode="json"), request)
@@ -198,20 +233,38 @@ class Ingress:
     @api.post(
         f"/{BIDDER.endpoint}/outcome",
         summary="Settle a bid: won or lost, what it cost, whether it was clicked",
+        response_model=CampaignDay,
+        responses=route_responses(
+            400, *STATE_REFUSALS, not_found="No open reservation of that id (unknown, expired or settled)."
+        ),
+        openapi_extra=caller("bid:outcome"),
     )
     async def bid_outcome(self, body: BidOutcome) -> Response:
         return await self._call(BIDDER.endpoint, "outcome", body.model_dump(mode="json"))
 
-    @api.get("/campaigns/{campaign_id}/pacing", summary="A campaign's budget state for its market-local day")
-    async def pacing(self, campaign_id: str, timestamp: datetime | None = None) -> Response:
+    @api.get(
+        "/campaigns/{campaign_id}/pacing",
+        summary="A campaign's budget state for its market-local day",
+        response_model=Pacing,
+        responses=route_responses(*STATE_REFUSALS, not_found="The campaign is unknown."),
+        openapi_extra=caller("bid"),
+    )
+    async def pacing(self, campaign_id: str, timestamp: Timestamp | None = None) -> Response:
         query = {"campaign_id": campaign_id, "timestamp": timestamp.isoformat() if timestamp else None}
         return await self._call(BIDDER.endpoint, "pacing_state", query)
 
-    @api.get("/healthz", summary="Liveness of the HTTP ingress")
+    @api.get("/healthz", summary="Liveness of the HTTP ingress (open: no key)", response_model=Health)
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/models", summary="Which registered version and alias each endpoint serves")
+    @api.get(
+        "/models",
+        summary="Which registered version and alias each endpoint serves (a key of any scope)",
+        response_model=ModelsStatus,
+        response_model_exclude_unset=True,
+        responses=route_responses(401, 413, 429),
+        openapi_extra=caller(""),
+    )
     async def models(self) -> dict[str, Any]:
         async def one(endpoint: str, handle: DeploymentHandle) -> dict[str, Any]:
             try:

@@ -201,6 +201,7 @@ WWW_AUTHENTICATE = {
 }
 # what each refusal means, wherever it is documented
 REFUSALS: dict[int, str] = {
+    400: "The body is not JSON.",
     401: "No API key, or one the server does not know (`Authorization: Bearer <key>`).",
     403: "The key lacks this route's scope.",
     404: "Not found.",

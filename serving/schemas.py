@@ -12,7 +12,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from configs.families import BIDDER, FORECASTER, RECOMMENDER
 
@@ -21,6 +21,23 @@ MarketCode = Annotated[str, Field(min_length=2, max_length=8, pattern=r"^[A-Za-z
 AuctionValue = str | float | int | bool | None
 MAX_K = 100
 MAX_HORIZON = 366
+# a budget day is a market-local date: far-off years are no campaign's, and near year 1 or 9999 a
+# time zone shift leaves what datetime can hold (an OverflowError, not an answer)
+TIMESTAMP_YEARS = (1900, 2999)
+
+
+def _within_years(moment: datetime) -> datetime:
+    if not TIMESTAMP_YEARS[0] <= moment.year <= TIMESTAMP_YEARS[1]:
+        raise ValueError(f"must be in the years {TIMESTAMP_YEARS[0]}-{TIMESTAMP_YEARS[1]}, got {moment.year}")
+    return moment
+
+
+Timestamp = Annotated[
+    datetime,
+    AfterValidator(_within_years),
+    # the same bound in the JSON schema: an RFC 3339 date-time whose year is 1900-2999
+    Field(json_schema_extra={"pattern": r"^(19[0-9]{2}|2[0-9]{3})-"}),
+]
 
 
 class RequestModel(BaseModel):
@@ -69,7 +86,7 @@ class BidRequest(RequestModel):
         description="Auction context: hour, exchange, slot, region, floor_price... (what the policy uses)",
         max_length=64,
     )
-    timestamp: datetime | None = Field(
+    timestamp: Timestamp | None = Field(
         None, description="When the auction happens (default: now); sets the campaign's market-local day"
     )
 
