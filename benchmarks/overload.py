@@ -20,10 +20,12 @@ the first send to the last answer (at least `--seconds`), so a queue drained aft
 is not counted as throughput. The table marks issue #14's targets per row: goodput_ratio >= 0.90,
 p99_refused_ms <= 50, p99_accepted_ms <= 3x unloaded, each met or MISSED.
 
-/bid requests carry a `timestamp` on a campaign day of their own (a far-future date not used yet
-in the data folder's pacing state): one day for the probes, one per multiple. After each
-multiple the campaign's pacing (GET /campaigns/{id}/pacing) must count as many reservations as
-bids accepted: a refused bid reserves no budget.
+/bid requests carry a `timestamp` on campaign days of their own (far-future dates not used yet in
+the data folder's pacing state), at most `--bids-per-day` (100) offered per day so that no day's
+budget runs out: 20 days for the probes, then days of their own per multiple. After each multiple
+the campaign's pacing on its days (GET /campaigns/{id}/pacing) must count as many reservations as
+bids accepted: a refused bid reserves no budget. Fewer is inconclusive (an accepted bid of 0
+reserves nothing either).
 
     tradewind --data-dir DIR benchmark overload --multiples 1,2,4 --seconds 30 --json overload.json
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import sys
@@ -73,6 +76,8 @@ REFUSAL_P99_TARGET_MS = 50.0
 ACCEPTED_P99_TARGET = 3.0  # x the unloaded p99
 # /bid's campaign days: far in the future, so no real traffic or earlier test shares them
 FIRST_BID_DAY = datetime(2200, 1, 1, 12, tzinfo=UTC)
+PROBE_DAYS = 20  # the probes' bids spread over this many days
+BIDS_PER_DAY = 100  # offered bids per campaign day at most, so that no day's budget runs out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,46 +258,61 @@ def overload_row(endpoint: str, multiple: float, maximum: Maximum, run: OpenLoop
 
 
 class BidDays:
-    """/bid's campaign days, each fresh: a day whose pacing state already counts bids (an earlier
-    run on this data folder) is passed over."""
+    """/bid's campaign days, each fresh (a day whose pacing state already counts bids, from an
+    earlier run on this data folder, is passed over), and the bodies spread over them."""
 
     def __init__(self, url: str, campaign_id: str, headers: dict[str, str] | None) -> None:
         self.url, self.campaign_id, self.headers = url, campaign_id, headers
         self.next_moment = FIRST_BID_DAY
 
-    def pacing(self, timestamp: str) -> dict[str, Any]:
+    def states(self, timestamps: Sequence[str]) -> list[dict[str, Any]]:
+        """GET /campaigns/{id}/pacing of each day."""
         import httpx
 
-        response = httpx.get(
-            f"{self.url}/campaigns/{self.campaign_id}/pacing",
-            params={"timestamp": timestamp},
-            headers=self.headers,
-            timeout=30.0,
-        )
-        response.raise_for_status()
-        return dict(response.json())
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30.0) as client:
+            answers = []
+            for timestamp in timestamps:
+                response = client.get(
+                    f"/campaigns/{self.campaign_id}/pacing", params={"timestamp": timestamp}
+                )
+                response.raise_for_status()
+                answers.append(dict(response.json()))
+        return answers
 
-    def fresh(self) -> str:
-        while True:
-            timestamp = self.next_moment.isoformat()
-            self.next_moment += timedelta(days=1)
-            if self.pacing(timestamp).get("bids", 0) == 0:
-                return timestamp
+    def fresh(self, count: int) -> list[str]:
+        days: list[str] = []
+        while len(days) < count:
+            wanted = [(self.next_moment + timedelta(days=i)).isoformat() for i in range(count - len(days))]
+            self.next_moment += timedelta(days=len(wanted))
+            days += [
+                day for day, state in zip(wanted, self.states(wanted), strict=True) if not state.get("bids")
+            ]
+        return days
+
+    @staticmethod
+    def spread(body: Callable[[], dict[str, Any]], days: Sequence[str]) -> Callable[[], dict[str, Any]]:
+        """`body` with its `timestamp` on each of `days` in turn."""
+        turn = itertools.cycle(days)
+        return lambda: {**body(), "timestamp": next(turn)}
 
 
-def bid_check(n_accepted: int, n_refused: int, state: dict[str, Any]) -> str:
-    """The line printed, met or MISSED: the day's reservations against the bids accepted."""
-    reservations = int(state.get("bids", 0))
+def bid_check(n_accepted: int, n_refused: int, states: Sequence[dict[str, Any]]) -> str:
+    """The line printed: the days' reservations against the bids accepted, met, MISSED or
+    inconclusive (fewer reservations: an accepted bid of 0 reserves nothing, so a refused bid that
+    reserved could hide behind it)."""
+    reservations = sum(int(state.get("bids", 0)) for state in states)
+    spent_out = sum(float(state.get("remaining", 1.0)) <= 0 for state in states)
     line = (
-        f"reservations {reservations}, bids accepted {n_accepted}, refused {n_refused} "
-        f"(day {state.get('day')}, remaining budget {state.get('remaining')})"
+        f"reservations {reservations}, bids accepted {n_accepted}, refused {n_refused} over "
+        f"{len(states)} campaign day(s) from {states[0].get('day') if states else '-'}; "
+        f"budget spent out on {spent_out}"
     )
     if reservations == n_accepted:
         return f"met: {line}"
     if reservations > n_accepted:
         return f"MISSED: budget reserved for refused or failed bids: {line}"
-    # fewer: an accepted bid of 0 (the policy's, or the budget spent) reserves nothing
-    return f"MISSED (fewer: bids of 0 or the budget ran out reserve nothing): {line}"
+    reason = "bids of 0, or a day's budget ran out (lower --bids-per-day)" if spent_out else "bids of 0"
+    return f"inconclusive: {n_accepted - reservations} accepted bids reserved nothing ({reason}): {line}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,11 +336,8 @@ def run_endpoint(
                 "/bid: GET /models shows no champion's example request (no campaign to bid for)"
             )
         days = BidDays(url, str(campaign), headers)
-        probe_day = days.fresh()
         bid_body = body
-
-        def body() -> dict[str, Any]:
-            return {**bid_body(), "timestamp": probe_day}
+        body = days.spread(bid_body, days.fresh(PROBE_DAYS))
 
     if args.warmup_seconds > 0:  # connections, batch queues, caches: not measured
         asyncio.run(closed_loop(url, path, body, 4, args.warmup_seconds, headers))
@@ -333,12 +350,11 @@ def run_endpoint(
     )
     rows, checks = [], []
     for multiple in args.multiple_list:
-        offered_body = body
-        day = None
-        if days is not None:
-            day = days.fresh()
-            offered_body = _on_day(bid_body, day)
         rate = multiple * maximum.rps
+        offered_body, run_days = body, []
+        if days is not None:  # days enough that no day's budget runs out (the check needs that)
+            run_days = days.fresh(max(1, math.ceil(rate * args.seconds / args.bids_per_day)))
+            offered_body = days.spread(bid_body, run_days)
         run = asyncio.run(
             open_loop(url, path, offered_body, rate, args.seconds, headers=headers, **args.open_loop)
         )
@@ -350,15 +366,11 @@ def run_endpoint(
             f"{row.n_refused} refused, {row.errors} errors{limited}",
             flush=True,
         )
-        if days is not None and day is not None:
-            line = bid_check(row.n_accepted, row.n_refused, days.pacing(day))
+        if days is not None:
+            line = bid_check(row.n_accepted, row.n_refused, days.states(run_days))
             checks.append(f"/bid x{multiple:g}: {line}")
             print(f"  {checks[-1]}", flush=True)
     return rows, checks
-
-
-def _on_day(body: Callable[[], dict[str, Any]], timestamp: str) -> Callable[[], dict[str, Any]]:
-    return lambda: {**body(), "timestamp": timestamp}
 
 
 def format_rows(rows: list[OverloadRow]) -> str:
@@ -448,6 +460,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser._option_string_actions[
         "--arrivals"
     ].help = "open loop: Poisson arrivals drawn from --seed (default) or constant"
+    parser.add_argument(
+        "--bids-per-day",
+        type=int,
+        default=BIDS_PER_DAY,
+        help="/bid: offered bids per campaign day at most (%(default)d); more days when more are offered",
+    )
     parser.add_argument("--json", type=Path, help="write the rows as a JSON list here")
     args = parser.parse_args(list(argv))
     args.multiple_list = comma_numbers("--multiples", args.multiples, float)
@@ -467,6 +485,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for name, value in (("--seconds", args.seconds), ("--probe-seconds", args.probe_seconds)):
         if value <= 0:
             raise InputError(f"{name}: must be positive, got {value:g}")
+    if args.bids_per_day < 1:
+        raise InputError(f"--bids-per-day: must be 1 or more, got {args.bids_per_day}")
     if args.warmup_seconds < 0:
         raise InputError(f"--warmup-seconds: must be 0 or more, got {args.warmup_seconds:g}")
     args.open_loop = open_loop_options(args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import threading
 from collections import Counter
@@ -206,11 +207,16 @@ def test_targets_are_judged_per_row() -> None:
 
 
 def test_bid_check_compares_reservations_with_accepted_bids() -> None:
-    assert bid_check(5, 3, {"bids": 5, "day": "2200-01-01"}).startswith(
-        "met: reservations 5, bids accepted 5"
+    days = [{"bids": 3, "day": "2200-01-01", "remaining": 5.0}, {"bids": 2, "remaining": 1.0}]
+    assert bid_check(5, 3, days).startswith(
+        "met: reservations 5, bids accepted 5, refused 3 over 2 campaign day"
     )
-    assert bid_check(5, 3, {"bids": 7}).startswith("MISSED: budget reserved for refused")
-    assert bid_check(5, 3, {"bids": 4}).startswith("MISSED (fewer")
+    assert bid_check(4, 3, days).startswith("MISSED: budget reserved for refused")
+    assert bid_check(6, 3, days).startswith("inconclusive: 1 accepted bids reserved nothing (bids of 0)")
+    spent = [{"bids": 3, "remaining": 0.0}]
+    assert "a day's budget ran out" in bid_check(4, 0, spent) and "budget spent out on 1" in bid_check(
+        4, 0, spent
+    )
 
 
 def test_the_cli_writes_a_row_per_multiple_and_checks_bid_reservations(
@@ -234,23 +240,36 @@ def test_the_cli_writes_a_row_per_multiple_and_checks_bid_reservations(
             "--max-concurrency",
             "2,4",
         ]
-        arguments += ["--warmup-seconds", "0", "--api-key", "k-test", "--json", str(out)]
+        arguments += [
+            "--warmup-seconds",
+            "0",
+            "--bids-per-day",
+            "20",
+            "--api-key",
+            "k-test",
+            "--json",
+            str(out),
+        ]
         result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert [(row["endpoint"], row["multiple"]) for row in rows] == [("bid", 1.0), ("bid", 2.0)]
     assert all(set(row) == ROW_KEYS for row in rows)
-    # one day for the probes, then one per multiple, none of them the seeded one
-    _probe_day, *run_days = server.days
-    assert len(run_days) == 2 and FIRST_BID_DAY.isoformat() not in server.days
+    # 20 days for the probes, then days of their own per multiple (20 bids offered per day at most),
+    # none of them the seeded one; the server saw each day first in that order
+    assert FIRST_BID_DAY.isoformat() not in server.days
     maximum = rows[0]["offered_rps"]
     assert maximum > 0 and rows[1]["offered_rps"] == pytest.approx(2 * maximum, rel=1e-3)
-    for row, day in zip(rows, run_days, strict=True):
-        assert (row["n_accepted"], row["n_refused"], row["errors"]) == (
-            server.accepted[day],
-            server.refused[day],
-            0,
-        )
+    per_multiple = [math.ceil(row["offered_rps"] * 2 / 20) for row in rows]
+    assert per_multiple[1] >= 2  # the 2x run spreads its bids over several days
+    assert len(server.days) == 20 + sum(per_multiple)
+    first = 20
+    for row, count in zip(rows, per_multiple, strict=True):
+        days = server.days[first : first + count]
+        first += count
+        accepted = sum(server.accepted[day] for day in days)
+        refused = sum(server.refused[day] for day in days)
+        assert (row["n_accepted"], row["n_refused"], row["errors"]) == (accepted, refused, 0)
         assert row["goodput_ratio"] == pytest.approx(row["accepted_rps"] / maximum, abs=1e-3)
         assert row["unloaded_p99_ms"] >= 50.0  # the server's own 50 ms
     assert rows[1]["n_refused"] > 0  # twice what 2 at once can serve
