@@ -80,11 +80,11 @@ class Row:
     endpoint: str
     concurrency: int | None  # closed loop: the workers; open loop: None (the rate sets the load)
     requests: int
-    errors: int  # answers other than 200, and requests with no HTTP answer
-    p50_ms: float
-    p95_ms: float
+    errors: int  # answers other than 200 and 503, and requests with no HTTP answer
+    p50_ms: float  # the latencies are those of the answered requests (200): a 503 is admission
+    p95_ms: float  # control refusing at once, counted in `status_503`, not a fast answer
     p99_ms: float
-    rps: float  # answers per second (= achieved_rps)
+    rps: float  # answered (200) per second (= achieved_rps)
     rss_mb: float = 0.0
     mode: str = "closed"  # "closed": each worker waits for its answer; "open": a fixed arrival rate
     offered_rps: float | None = None  # open loop: the arrival rate asked for
@@ -154,14 +154,18 @@ async def measure(
         deadline = started + seconds
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    rps = sum(status != 0 for status in statuses) / wall
+    rps = sum(status == 200 for status in statuses) / wall
     return latency_row(
         path.strip("/"), np.array(latencies) * 1000.0, statuses, concurrency=concurrency, rps=rps
     )
 
 
 def latency_row(endpoint: str, values_ms: np.ndarray, statuses: Sequence[int], **fields: Any) -> Row:
-    """A row's latency figures, status counts and p99 interval from every request's latency (ms)."""
+    """A row's latency figures and p99 interval from the answered (200) requests' latencies (ms), and
+    its status counts from every request."""
+    answered = np.asarray([status == 200 for status in statuses], dtype=bool)
+    if len(answered) == len(values_ms):
+        values_ms = np.asarray(values_ms)[answered]
     p50, p95, p99, top = (
         (float(np.percentile(values_ms, q)) for q in (50, 95, 99, 100)) if len(values_ms) else (0.0,) * 4
     )
@@ -170,8 +174,8 @@ def latency_row(endpoint: str, values_ms: np.ndarray, statuses: Sequence[int], *
     fields.setdefault("achieved_rps", fields.get("rps", 0.0))
     return Row(
         endpoint=endpoint,
-        requests=len(values_ms),
-        errors=sum(status != 200 for status in statuses),
+        requests=len(statuses),
+        errors=sum(status not in (200, 503) for status in statuses),
         p50_ms=p50,
         p95_ms=p95,
         p99_ms=p99,
@@ -315,10 +319,15 @@ def format_rows(rows: list[Row]) -> str:
 def format_closed(rows: list[Row]) -> str:
     echo = {row.concurrency: row for row in rows if row.endpoint == "echo"}
     header = (
-        f"{'endpoint':<10} {'conc':>4} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'endpoint':<10} {'conc':>4} {'requests':>8} {'503':>5} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'p99 95% CI':>17} {'rps':>8} {'p99/echo':>8} {'rps/echo':>8}  targets"
     )
-    lines = ["closed loop (each worker waits for its answer before sending again)", header, "-" * len(header)]
+    lines = [
+        "closed loop (each worker waits for its answer before sending again; latencies and rps of the "
+        "answered requests, 503: refused by admission control)",
+        header,
+        "-" * len(header),
+    ]
     for row in rows:
         floor = echo.get(row.concurrency)
         p99_ratio = row.p99_ms / floor.p99_ms if floor and floor.p99_ms else float("nan")
@@ -331,7 +340,8 @@ def format_closed(rows: list[Row]) -> str:
             verdicts.append(f"rps>={RPS_TARGET}x {'met' if rps_ratio >= RPS_TARGET else 'MISSED'}")
         interval = f"[{row.ci95_low:.2f}, {row.ci95_high:.2f}]"
         lines.append(
-            f"{row.endpoint:<10} {row.concurrency:>4} {row.requests:>8} {row.errors:>6} {row.p50_ms:>8.2f} "
+            f"{row.endpoint:<10} {row.concurrency:>4} {row.requests:>8} {row.status_503:>5} {row.errors:>6} "
+            f"{row.p50_ms:>8.2f} "
             f"{row.p95_ms:>8.2f} {row.p99_ms:>8.2f} {interval:>17} {row.rps:>8.1f} {p99_ratio:>8.2f} "
             f"{rps_ratio:>8.2f}  " + ", ".join(verdicts)
         )

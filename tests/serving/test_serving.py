@@ -397,8 +397,16 @@ def test_pacing_state_survives_a_restart(serving_world: ServingWorld, budget_day
     assert (before["wins"], before["clicks"], before["bids"]) == (2, 1, len(answers) - 1)
     assert before["spent"] > 0 and before["reserved"] > 0
     old = answers[-1]["model"]["replica"]
-    # the replica's process is killed, as a crash would; Serve starts a new one
-    ray.kill(ray.get_actor(f"SERVE_REPLICA::tradewind#Bidder#{old}", namespace="serve"), no_restart=True)
+    # the replica's process is killed, as a crash would; Serve starts a new one (the bidder answers
+    # inside the Ingress replica with configs/serving.yaml, in a Bidder replica with serving-split)
+    (actor,) = [
+        named["name"]
+        for named in ray.util.list_named_actors(all_namespaces=True)
+        if named["namespace"] == "serve"
+        and named["name"].startswith("SERVE_REPLICA::tradewind#")
+        and named["name"].endswith(f"#{old}")
+    ]
+    ray.kill(ray.get_actor(actor, namespace="serve"), no_restart=True)
 
     def new_replica_answers() -> dict[str, Any] | None:
         try:
