@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import polars as pl
@@ -175,24 +175,34 @@ def test_no_answer_is_an_error_not_a_refusal() -> None:
 
 
 @dataclass(frozen=True)
-class _Refusal:
-    """An outcome as a generator that keeps the Retry-After header records it."""
+class _Answer:
+    """An outcome as a generator that does not keep the Retry-After header records it."""
 
     intended_s: float
     lag_s: float
     latency_s: float
     status: int
-    retry_after: bool
+
+
+@dataclass(frozen=True)
+class _Refusal(_Answer):
+    """An outcome as a generator that keeps the Retry-After header records it."""
+
+    retry_after: bool = False
+
+
+# whether benchmarks/load_generator.py records Retry-After (its Outcome's `retry_after`)
+GENERATOR_KEEPS_RETRY_AFTER = "retry_after" in {field.name for field in fields(Outcome)}
 
 
 def test_retry_after_share_counts_the_refusals_that_carried_it() -> None:
     run = OpenLoopRun(10.0, 1.0, "constant", 0.01, 10)
     run.outcomes = [_Refusal(i / 10, 0.0, 0.002, 503, i % 4 != 0) for i in range(8)]  # type: ignore[misc]
-    run.outcomes.append(Outcome(0.9, 0.0, 0.02, 200))
+    run.outcomes.append(_Refusal(0.9, 0.0, 0.02, 200))  # type: ignore[arg-type]
     run.wall_s = 1.0
     assert overload_row("forecast", 1.0, _maximum(10.0), run).retry_after_share == 0.75
     # a generator that does not record the header: unknown, not 0
-    run.outcomes = [Outcome(0.0, 0.0, 0.002, 503), Outcome(0.1, 0.0, 0.02, 200)]
+    run.outcomes = [_Answer(0.0, 0.0, 0.002, 503), _Answer(0.1, 0.0, 0.02, 200)]  # type: ignore[list-item]
     assert overload_row("forecast", 1.0, _maximum(10.0), run).retry_after_share is None
 
 
@@ -274,6 +284,8 @@ def test_the_cli_writes_a_row_per_multiple_and_checks_bid_reservations(
         assert row["unloaded_p99_ms"] >= 50.0  # the server's own 50 ms
     assert rows[1]["n_refused"] > 0  # twice what 2 at once can serve
     assert server.headers_seen == {"Bearer k-test"}
+    # every 503 of this server carries Retry-After: the share is 1 once the generator records it
+    assert rows[1]["retry_after_share"] == (1.0 if GENERATOR_KEEPS_RETRY_AFTER else None)
     assert "\n/bid x1: met: reservations" in result.output
     assert "\n/bid x2: met: reservations" in result.output
     assert "goodput>=0.90" in result.output and "p99 refused<=50ms" in result.output
