@@ -42,6 +42,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -154,9 +155,11 @@ def measure_maximum(
 ) -> Maximum:
     """The unloaded p99 (one worker), then the closed-loop levels in order until 200s per second
     stop growing by `GROWTH`; the maximum is the best level's."""
-    unloaded = asyncio.run(closed_loop(url, path, body, 1, seconds, headers)).accepted_ms()
+    alone = asyncio.run(closed_loop(url, path, body, 1, seconds, headers))
+    unloaded = alone.accepted_ms()
     if not len(unloaded):
-        raise RuntimeError(f"{path}: no request answered 200 at concurrency 1 (is the key right?)")
+        seen = ", ".join(f"{status}: {count}" for status, count in sorted(Counter(alone.statuses).items()))
+        raise RuntimeError(f"{path}: no request answered 200 at concurrency 1 (statuses {seen or 'none'})")
     by_level: dict[int, float] = {}
     for level in sorted(levels):
         before = max(by_level.values(), default=0.0)

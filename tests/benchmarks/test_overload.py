@@ -59,8 +59,8 @@ class AdmissionServer:
     /models answers like the app's (the champions' example requests); GET .../pacing counts as
     reservations the bids accepted on that day, plus `seeded` ones."""
 
-    def __init__(self, limit: int, delay_s: float) -> None:
-        self.limit, self.delay_s = limit, delay_s
+    def __init__(self, limit: int, delay_s: float, key: str | None = None) -> None:
+        self.limit, self.delay_s, self.key = limit, delay_s, key
         self.in_flight = 0
         self.accepted: Counter[str | None] = Counter()
         self.refused: Counter[str | None] = Counter()
@@ -77,6 +77,8 @@ class AdmissionServer:
     async def post(self, request: Request) -> Response:
         day = (await request.json()).get("timestamp")
         self.headers_seen.add(request.headers.get("authorization"))
+        if self.key and request.headers.get("authorization") != f"Bearer {self.key}":
+            return JSONResponse({"detail": "unknown key"}, status_code=401)
         if day not in self.days:
             self.days.append(day)
         if self.in_flight >= self.limit:
@@ -289,6 +291,31 @@ def test_the_cli_writes_a_row_per_multiple_and_checks_bid_reservations(
     assert "\n/bid x1: met: reservations" in result.output
     assert "\n/bid x2: met: reservations" in result.output
     assert "goodput>=0.90" in result.output and "p99 refused<=50ms" in result.output
+
+
+def test_a_wrong_key_fails_in_one_line_naming_the_statuses(data_dir: Path) -> None:
+    from cli.app import app
+
+    server = AdmissionServer(limit=2, delay_s=0.01, key="right")
+    with serving(server) as url:
+        arguments = [
+            "benchmark",
+            "overload",
+            "--url",
+            url,
+            "--data-dir",
+            str(data_dir),
+            "--endpoints",
+            "forecast",
+        ]
+        arguments += ["--probe-seconds", "0.3", "--warmup-seconds", "0", "--api-key", "wrong"]
+        result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert (
+        len(lines) == 1 and "/forecast: no request answered 200 at concurrency 1 (statuses 401: " in lines[0]
+    )
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(
