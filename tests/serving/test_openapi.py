@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 from tiny_world import ServingWorld
 
-schemathesis = pytest.importorskip("schemathesis")
-
 # what `st run --config-file` would read from a schemathesis.toml
 CONFIG: dict[str, Any] = {
     "seed": 14,
@@ -28,6 +26,7 @@ CONFIG: dict[str, Any] = {
 def _run(url: str, api_key: str | None) -> tuple[int, list[str]]:
     """(scenarios run, one line per failed check) of a schemathesis run with `--checks all`
     (`st run --config-file <CONFIG as TOML> URL/openapi.json --checks all`)."""
+    import schemathesis
     from schemathesis.config import SchemathesisConfig
     from schemathesis.engine import events, from_schema
 
