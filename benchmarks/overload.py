@@ -4,7 +4,8 @@ what is refused (503), and how fast each answers.
 Per endpoint, first the maximum: closed loops (benchmarks/serving.py's request bodies, every
 worker waiting for its answer) at `--max-concurrency` levels (8,16,32) for `--probe-seconds`
 each, climbing until accepted answers (200s) per second stop growing by 5%; the best level's
-200s per second is the maximum, and the level is printed. The unloaded p99 is a closed loop of
+200s per second is the maximum, and the level is printed (a worker refused with 503 sends again at
+once, so refusals cost the server some of its capacity there too). The unloaded p99 is a closed loop of
 one worker. Then each `--multiples` of the maximum is offered open loop
 (benchmarks/load_generator.py, Poisson arrivals by default) for `--seconds`: requests are sent on
 their schedule whatever the answers take, and latency counts from each one's intended send time.
@@ -14,7 +15,8 @@ Each row (printed, and `--json PATH`: a list) has endpoint, multiple, offered_rp
 p99_accepted_ms, p99_refused_ms, unloaded_p99_ms, errors (neither 200 nor 503: other statuses,
 timeouts, refused connections), n_accepted, n_refused, the 95% intervals of the three p99s
 (`*_ci95_low`/`*_ci95_high`: seeded percentile bootstrap over the requests, as every benchmark
-here), retry_after_share (share of the 503s that carried Retry-After) and generator_limited (over
+here), retry_after_share (share of the 503s that carried Retry-After; null when the generator does
+not record the header) and generator_limited (over
 1% of the sends late: the generator, not the server, fell behind). Rates divide by the time from
 the first send to the last answer (at least `--seconds`), so a queue drained after the sends stop
 is not counted as throughput. The table marks issue #14's targets per row: goodput_ratio >= 0.90,
