@@ -105,7 +105,8 @@ def served(
             app_name=APP,
             route_prefix=f"/{APP}",
             with_echo=False,
-            user_config={"poll_interval_s": POLL_S},
+            # no admission limit: the kill sends a dead replica's share to the live one at once
+            user_config={"poll_interval_s": POLL_S, "max_in_flight": 1000},
             options={
                 "Ingress": {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE},
                 "Recommender": {"autoscaling_config": None, "num_replicas": 2, **FAST_LIFECYCLE},

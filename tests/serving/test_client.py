@@ -523,7 +523,7 @@ def test_the_demo_sends_each_champion_example_through_the_client_and_shows_refus
 @pytest.mark.slow
 def test_each_endpoint_through_the_client_against_the_served_app(serving_world: Any, budget_day: Any) -> None:
     world = serving_world
-    with TradewindClient(world.url, timeout_s=30.0, deadline_ms=30_000) as client:
+    with TradewindClient(world.url, api_key=world.api_key, timeout_s=30.0, deadline_ms=30_000) as client:
         assert client.healthz().status == "ok"
         models = client.models()
         assert {"recommend", "forecast", "bid"} <= set(models)

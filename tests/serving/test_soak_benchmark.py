@@ -24,6 +24,8 @@ def test_a_short_soak_reports_windows_errors_and_memory(serving_world: ServingWo
         str(serving_world.settings.root),
         "--endpoint",
         "recommend",
+        "--api-key",
+        serving_world.api_key,
     ]
     argv += ["--minutes", "0.05", "--window-s", "1", "--probe-seconds", "1.5", "--probe-concurrency", "4"]
     assert main([*argv, "--json", str(out)]) == 0
