@@ -75,6 +75,7 @@ class Outcome:
     lag_s: float  # actual send - intended send
     latency_s: float  # answer (or failure) - intended send
     status: int  # HTTP status; 0 when no HTTP answer came (timeout, refused connection)
+    retry_after: bool = False  # the answer carried Retry-After (a 503's or 429's advice)
 
 
 @dataclass
@@ -148,15 +149,18 @@ async def open_loop(
                 sent = time.perf_counter()
                 in_flight += 1
                 run.peak_in_flight = max(run.peak_in_flight, in_flight)
+                retry_after = False
                 try:
                     response = await client.post(path, json=payload)
                     status = response.status_code
+                    retry_after = "retry-after" in response.headers
                 except httpx.HTTPError:
                     status = 0
                 answered = time.perf_counter()
                 in_flight -= 1
             intended = start + intended_s
-            run.outcomes.append(Outcome(intended_s, sent - intended, answered - intended, status))
+            outcome = Outcome(intended_s, sent - intended, answered - intended, status, retry_after)
+            run.outcomes.append(outcome)
 
         tasks = []
         for intended_s in schedule:

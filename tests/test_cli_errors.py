@@ -111,7 +111,8 @@ CASES = {
     ),
     "benchmark: unknown benchmark": (
         ["benchmark", "ranker"],
-        "unknown benchmark 'ranker' (known: recommender, forecaster, bidder, serving, soak, feature-store)",
+        "unknown benchmark 'ranker' (known: recommender, forecaster, bidder, serving, soak, overload, "
+        "feature-store)",
     ),
     "benchmark recommender: missing file": (
         ["benchmark", "recommender", "--dataset", "{tmp}/nope.csv"],
