@@ -235,7 +235,10 @@ class Ingress:
         summary="Settle a bid: won or lost, what it cost, whether it was clicked",
         response_model=CampaignDay,
         responses=route_responses(
-            400, *STATE_REFUSALS, not_found="No open reservation of that id (unknown, expired or settled)."
+            400,
+            409,
+            *STATE_REFUSALS,
+            not_found="No open reservation of that id (unknown, expired or settled).",
         ),
         openapi_extra=caller("bid:outcome"),
     )

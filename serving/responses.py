@@ -205,6 +205,7 @@ REFUSALS: dict[int, str] = {
     401: "No API key, or one the server does not know (`Authorization: Bearer <key>`).",
     403: "The key lacks this route's scope.",
     404: "Not found.",
+    409: "The request contradicts the state it acts on (a cost above the bid reserved).",
     413: "The request body is over the configured size.",
     422: "The request does not fit the schema or the served model refused it; `detail` names the field.",
     429: "The key is past its rate: wait `Retry-After` seconds.",
@@ -241,9 +242,10 @@ DEADLINE_PARAMETER = {
     "name": "X-Deadline-Ms",
     "in": "header",
     "required": False,
-    "description": "How many more milliseconds the caller waits (default: the endpoint's configured "
-    "deadline). A request still unanswered when it passes is dropped before model work: 503.",
-    "schema": {"type": "number", "exclusiveMinimum": 0},
+    "description": "How many more milliseconds the caller waits (absent or empty: the endpoint's "
+    "configured deadline). A request still unanswered when it passes is dropped before model work: 503.",
+    # an empty value is read as absent (serving/admission.py), so the schema allows it too
+    "schema": {"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "maxLength": 0}]},
 }
 
 

@@ -9,10 +9,11 @@ is assembled by serving from the pacing state it keeps (`BidModelRequest`).
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from configs.families import BIDDER, FORECASTER, RECOMMENDER
 
@@ -24,9 +25,24 @@ MAX_HORIZON = 366
 # a budget day is a market-local date: far-off years are no campaign's, and near year 1 or 9999 a
 # time zone shift leaves what datetime can hold (an OverflowError, not an answer)
 TIMESTAMP_YEARS = (1900, 2999)
+# RFC 3339 with its offset (JSON schema's `date-time`); pydantic alone would also take a bare date,
+# a number of seconds since 1970 or a time without its zone, none of which the schema promises
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError(
+            f"must be an RFC 3339 date-time with its offset (2026-01-31T12:00:00Z), got {value[:40]!r}"
+        )
+    if not isinstance(value, str | datetime):
+        raise ValueError(f"must be an RFC 3339 date-time string, got {type(value).__name__}")
+    return value
 
 
 def _within_years(moment: datetime) -> datetime:
+    if moment.tzinfo is None:  # a client's datetime object: it would be sent without its offset
+        raise ValueError("must carry its UTC offset (a timezone-aware datetime)")
     if not TIMESTAMP_YEARS[0] <= moment.year <= TIMESTAMP_YEARS[1]:
         raise ValueError(f"must be in the years {TIMESTAMP_YEARS[0]}-{TIMESTAMP_YEARS[1]}, got {moment.year}")
     return moment
@@ -34,8 +50,9 @@ def _within_years(moment: datetime) -> datetime:
 
 Timestamp = Annotated[
     datetime,
+    BeforeValidator(_rfc3339),
     AfterValidator(_within_years),
-    # the same bound in the JSON schema: an RFC 3339 date-time whose year is 1900-2999
+    # the same bounds in the JSON schema: a date-time (offset included) whose year is 1900-2999
     Field(json_schema_extra={"pattern": r"^(19[0-9]{2}|2[0-9]{3})-"}),
 ]
 
