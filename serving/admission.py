@@ -11,8 +11,11 @@ the model would start is dropped the same way.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 DEADLINE_HEADER = "x-deadline-ms"
 
@@ -62,3 +65,40 @@ class InFlight:
 
     def leave(self) -> None:
         self.count -= 1
+
+
+# what the gate asks per request path: None to let it through, else (Retry-After seconds, why)
+Refusal = tuple[int, str]
+
+
+class AdmissionGate:
+    """ASGI middleware: a model request to an endpoint that is already answering its
+    `max_in_flight` is refused with 503 and Retry-After before its body is read or parsed. Under
+    overload the refusals are most of the traffic, so each must cost far less than an answer; the
+    endpoint's own check (`ModelEndpoint.handle`) stays the one that counts."""
+
+    def __init__(self, app: Any, refusal: Callable[[str, str], Refusal | None]) -> None:
+        self.app = app
+        self.refusal = refusal
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path, root = scope["path"], scope.get("root_path", "")
+            if root and path.startswith(root):  # Serve's route prefix
+                path = path[len(root) :] or "/"
+            refused = self.refusal(scope["method"], path)
+            if refused is not None:
+                await refuse(send, *refused)
+                return
+        await self.app(scope, receive, send)
+
+
+async def refuse(send: Any, retry_after_s: int, detail: str) -> None:
+    payload = json.dumps({"detail": detail}).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"retry-after", str(retry_after_s).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

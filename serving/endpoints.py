@@ -189,16 +189,14 @@ class ModelEndpoint:
     async def handle(self, request: dict[str, Any], deadline: Deadline | None = None) -> dict[str, Any]:
         """One request: refused at once (503, Retry-After) when `max_in_flight` are being answered."""
         if not self.in_flight.try_enter(self.config.max_in_flight):
-            return _failure(
-                503,
-                "load",
-                f"/{self.endpoint} is answering {self.config.max_in_flight} requests: try again later",
-                retry_after=self.config.retry_after_s,
-            )
+            return _failure(503, "load", self.overloaded_message(), retry_after=self.config.retry_after_s)
         try:
             return await self._batched((request, deadline))
         finally:
             self.in_flight.leave()
+
+    def overloaded_message(self) -> str:
+        return f"/{self.endpoint} is answering {self.config.max_in_flight} requests: try again later"
 
     def _not_loaded_message(self) -> str:
         reason = self.models.last_error or "not loaded yet"

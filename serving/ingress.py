@@ -22,8 +22,8 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
-from configs.families import BIDDER, FORECASTER, RECOMMENDER
-from serving.admission import DEADLINE_HEADER, Deadline, deadline_of
+from configs.families import BIDDER, BY_ENDPOINT, FORECASTER, RECOMMENDER
+from serving.admission import DEADLINE_HEADER, AdmissionGate, Deadline, Refusal, deadline_of
 from serving.auth import CallerGuard, KeyRing
 from serving.in_process import InProcessEndpoint, LocalHandle
 from serving.responses import (
@@ -133,7 +133,13 @@ def _replica_keys() -> KeyRing:
     return serve.get_replica_context().servable_object.keys
 
 
-# API keys (serving/auth.py): every route but /healthz and the docs, before the body is parsed
+def _early_refusal(method: str, path: str) -> Refusal | None:
+    return serve.get_replica_context().servable_object.early_refusal(method, path)
+
+
+# the last added runs first: API keys (serving/auth.py) on every route but /healthz and the docs,
+# then admission (serving/admission.py) for a full in-process endpoint, both before the body is read
+api.add_middleware(AdmissionGate, refusal=_early_refusal)
 api.add_middleware(CallerGuard, ring=_replica_keys)
 
 
@@ -156,6 +162,22 @@ class Ingress:
             family.endpoint: self.local.get(family.name, endpoint) for family, endpoint in endpoints.items()
         }
         self.requests_metric, self.latency_metric = _metrics()
+
+    def early_refusal(self, method: str, path: str) -> Refusal | None:
+        """(Retry-After, why) for a model request to an in-process endpoint already answering its
+        `max_in_flight`: refused before the body is read (AdmissionGate). Endpoints in deployments
+        of their own refuse in their replica (ModelEndpoint.handle)."""
+        if method != "POST":
+            return None
+        family = BY_ENDPOINT.get(path.strip("/"))
+        handle = self.local.get(family.name) if family is not None else None
+        if handle is None:
+            return None
+        endpoint = handle.target
+        if endpoint.in_flight.count < endpoint.config.max_in_flight:
+            return None
+        endpoint.in_flight.refused += 1
+        return endpoint.config.retry_after_s, endpoint.overloaded_message()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """In-process endpoints take their `user_config` from the ingress's, one section per family
