@@ -19,7 +19,27 @@ CONFIG: dict[str, Any] = {
     "generation": {"max-examples": 25, "deterministic": True, "database": "none"},
     # 503 is the documented refusal of overload and of a passed caller deadline (X-Deadline-Ms, which
     # the fuzzer sets too), with Retry-After: an answer by design, not a server error. 500 still fails.
-    "checks": {"not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503"]}},
+    # 413 (a body over the size limit) refuses a request as surely as a 422: not in the default list
+    "checks": {
+        "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503"]},
+        "negative_data_rejection": {
+            "expected-statuses": [
+                "400",
+                "401",
+                "403",
+                "404",
+                "405",
+                "406",
+                "409",
+                "413",
+                "415",
+                "422",
+                "428",
+                "429",
+                "5xx",
+            ]
+        },
+    },
 }
 
 
