@@ -8,14 +8,17 @@ ones have answered, and its latency counts from that intended time to its answer
 queued behind a stall carries the whole wait.
 
 Schedules: `constant` (one request every 1/rate s) or `poisson` (exponential gaps of mean 1/rate,
-drawn from `seed`: the same seed gives the same schedule). All requests go through one
-httpx.AsyncClient whose connection pool holds `max_in_flight` connections (default 1,000), so below
-that many open requests nothing waits client-side for a connection. A request that finds
-`max_in_flight` already open waits for a slot instead of being dropped; its send is late. A send
-more than `late_bound_s` (default 10 ms) behind its intended time counts as a late send: the
-generator, not the server, fell behind (slots used up, or its own event loop too busy). When more
-than 1% of the sends are late, the run is `generator_limited` and its figures say more about the
-generator than about the server.
+drawn from `seed`: the same seed gives the same schedule). All requests go through one client
+whose connection pool holds `max_in_flight` connections (default 1,000), so below that many open
+requests nothing waits client-side for a connection. The client is `raw` (benchmarks/raw_http.py,
+default: a bare asyncio HTTP/1.1 client, a small fraction of httpx's CPU per request, which matters
+when the generator shares the server's cores) or `httpx` (httpx.AsyncClient, the earlier path, kept
+to compare); `poster` gives either to the closed loops of the serving and overload benchmarks too.
+A request that finds `max_in_flight` already open waits for a slot instead of being dropped; its
+send is late. A send more than `late_bound_s` (default 10 ms) behind its intended time counts as a
+late send: the generator, not the server, fell behind (slots used up, or its own event loop too
+busy). When more than 1% of the sends are late, the run is `generator_limited` and its figures say
+more about the generator than about the server.
 
     run = asyncio.run(open_loop("http://127.0.0.1:8000", "/echo", body, rate=50, seconds=10))
     run.achieved_rps, run.status_counts(), run.latencies_ms(), run.late_sends
@@ -25,8 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +44,11 @@ LATE_BOUND_S = 0.010
 GENERATOR_LIMITED_SHARE = 0.01  # more late sends than this: the generator limited the run
 TIMEOUT_S = 30.0
 STATUS_CLASSES = ("200", "4xx", "503", "other")
+CLIENTS = ("raw", "httpx")
+
+# POST a JSON body to a path: (status, whether the answer carried Retry-After); status 0 when no
+# HTTP answer came (timeout, refused or broken connection)
+Post = Callable[[str, Any], Awaitable[tuple[int, bool]]]
 
 
 def arrival_times(rate: float, seconds: float, arrivals: str = "constant", seed: int = 0) -> np.ndarray:
@@ -128,17 +137,15 @@ async def open_loop(
     max_in_flight: int = MAX_IN_FLIGHT,
     timeout_s: float = TIMEOUT_S,
     headers: dict[str, str] | None = None,
+    client: str = "raw",
 ) -> OpenLoopRun:
     """POST `body()` to `url + path` on the schedule of `arrival_times`; returns once every request
-    has answered or failed (each within `timeout_s`)."""
-    import httpx
-
+    has answered or failed (each within `timeout_s`). `client`: "raw" or "httpx" (see `poster`)."""
     schedule = arrival_times(rate, seconds, arrivals, seed)
     run = OpenLoopRun(rate, seconds, arrivals, late_bound_s, max_in_flight)
     slots = asyncio.Semaphore(max_in_flight)
     in_flight = 0
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, headers=headers) as client:
+    async with poster(client, url, max_in_flight, timeout_s, headers) as post:
         # the clock starts once the client is up: its start-up is not the run's time
         start = time.perf_counter()
 
@@ -149,13 +156,7 @@ async def open_loop(
                 sent = time.perf_counter()
                 in_flight += 1
                 run.peak_in_flight = max(run.peak_in_flight, in_flight)
-                retry_after = False
-                try:
-                    response = await client.post(path, json=payload)
-                    status = response.status_code
-                    retry_after = "retry-after" in response.headers
-                except httpx.HTTPError:
-                    status = 0
+                status, retry_after = await post(path, payload)
                 answered = time.perf_counter()
                 in_flight -= 1
             intended = start + intended_s
@@ -174,9 +175,49 @@ async def open_loop(
     return run
 
 
+@contextlib.asynccontextmanager
+async def poster(
+    client: str, url: str, max_connections: int, timeout_s: float, headers: dict[str, str] | None
+) -> AsyncIterator[Post]:
+    """A `Post` over a pool of `max_connections` keep-alive connections to `url`, closed on exit.
+    "raw": benchmarks/raw_http.py (little CPU per request); "httpx": httpx.AsyncClient (the earlier
+    generator, to compare). Either way a failure is status 0, never an exception."""
+    if client == "raw":
+        from benchmarks.raw_http import RawClient, RawHTTPError
+
+        async with RawClient(
+            url, max_connections=max_connections, timeout_s=timeout_s, headers=headers
+        ) as raw:
+
+            async def post_raw(path: str, payload: Any) -> tuple[int, bool]:
+                try:
+                    response = await raw.post(path, payload)
+                except RawHTTPError:
+                    return 0, False
+                return response.status, "retry-after" in response.headers
+
+            yield post_raw
+        return
+    if client != "httpx":
+        raise ValueError(f"client must be one of {', '.join(CLIENTS)}, got {client!r}")
+    import httpx
+
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, headers=headers) as http:
+
+        async def post_httpx(path: str, payload: Any) -> tuple[int, bool]:
+            try:
+                response = await http.post(path, json=payload)
+            except httpx.HTTPError:
+                return 0, False
+            return response.status_code, "retry-after" in response.headers
+
+        yield post_httpx
+
+
 def add_open_loop_options(parser: argparse.ArgumentParser) -> None:
-    """The generator's own options (--arrivals, --seed, --late-ms, --max-in-flight), for every
-    benchmark that offers load open-loop; `open_loop_options` checks them."""
+    """The generator's own options (--arrivals, --seed, --late-ms, --max-in-flight, --client), for
+    every benchmark that offers load open-loop; `open_loop_options` checks them."""
     parser.add_argument(
         "--arrivals",
         choices=ARRIVALS,
@@ -198,6 +239,13 @@ def add_open_loop_options(parser: argparse.ArgumentParser) -> None:
         help="open loop: open requests (and pooled connections) at most; a send beyond waits and is late "
         "(default %(default)d)",
     )
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="raw",
+        help="HTTP client of the closed and open loops: raw (default; a bare asyncio HTTP/1.1 client, "
+        "little CPU per request) or httpx (the earlier one, to compare)",
+    )
 
 
 def open_loop_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -211,6 +259,7 @@ def open_loop_options(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "late_bound_s": args.late_ms / 1000.0,
         "max_in_flight": args.max_in_flight,
+        "client": args.client,
     }
 
 

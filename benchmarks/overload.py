@@ -15,8 +15,8 @@ Each row (printed, and `--json PATH`: a list) has endpoint, multiple, offered_rp
 p99_accepted_ms, p99_refused_ms, unloaded_p99_ms, errors (neither 200 nor 503: other statuses,
 timeouts, refused connections), n_accepted, n_refused, the 95% intervals of the three p99s
 (`*_ci95_low`/`*_ci95_high`: seeded percentile bootstrap over the requests, as every benchmark
-here), retry_after_share (share of the 503s that carried Retry-After; null when the generator does
-not record the header) and generator_limited (over
+here), retry_after_share (share of the 503s that carried Retry-After; null when there was no 503)
+and generator_limited (over
 1% of the sends late: the generator, not the server, fell behind). Rates divide by the time from
 the first send to the last answer (at least `--seconds`), so a queue drained after the sends stop
 is not counted as throughput. The table marks issue #14's targets per row: goodput_ratio >= 0.90,
@@ -32,7 +32,9 @@ reserves nothing either).
     tradewind --data-dir DIR benchmark overload --multiples 1,2,4 --seconds 30 --json overload.json
 
 The application is started as `tradewind benchmark serving` starts it (or `--url` measures one
-already running, loopback only); with API keys it sends `Authorization: Bearer <key>`.
+already running, loopback only); with API keys it sends `Authorization: Bearer <key>`. Load goes
+through `--client raw` (default; benchmarks/raw_http.py, little CPU per request on the shared
+cores) or `--client httpx` (the earlier client, to compare), in the probes and the open loops.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from benchmarks.load_generator import (
     comma_numbers,
     open_loop,
     open_loop_options,
+    poster,
 )
 from benchmarks.serving import (
     API_KEY_ENV,
@@ -111,13 +114,12 @@ async def closed_loop(
     concurrency: int,
     seconds: float,
     headers: dict[str, str] | None = None,
+    client: str = "raw",
 ) -> ClosedRun:
-    """`concurrency` workers each POST, wait for the answer, and POST again, for `seconds`."""
-    import httpx
-
+    """`concurrency` workers each POST, wait for the answer, and POST again, for `seconds`.
+    `client`: "raw" or "httpx" (benchmarks/load_generator.py's `poster`)."""
     run = ClosedRun(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits, headers=headers) as client:
+    async with poster(client, url, concurrency, 30.0, headers) as post:
         # the clock starts once the client is up: its start-up is not the run's time
         started = time.perf_counter()
         deadline = started + seconds
@@ -126,10 +128,7 @@ async def closed_loop(
             while time.perf_counter() < deadline:
                 payload = body()
                 sent = time.perf_counter()
-                try:
-                    status = (await client.post(path, json=payload)).status_code
-                except httpx.HTTPError:
-                    status = 0
+                status, _ = await post(path, payload)
                 run.latencies_ms.append((time.perf_counter() - sent) * 1000.0)
                 run.statuses.append(status)
 
@@ -154,10 +153,11 @@ def measure_maximum(
     levels: Sequence[int],
     seconds: float,
     headers: dict[str, str] | None = None,
+    client: str = "raw",
 ) -> Maximum:
     """The unloaded p99 (one worker), then the closed-loop levels in order until 200s per second
     stop growing by `GROWTH`; the maximum is the best level's."""
-    alone = asyncio.run(closed_loop(url, path, body, 1, seconds, headers))
+    alone = asyncio.run(closed_loop(url, path, body, 1, seconds, headers, client))
     unloaded = alone.accepted_ms()
     if not len(unloaded):
         seen = ", ".join(f"{status}: {count}" for status, count in sorted(Counter(alone.statuses).items()))
@@ -165,7 +165,8 @@ def measure_maximum(
     by_level: dict[int, float] = {}
     for level in sorted(levels):
         before = max(by_level.values(), default=0.0)
-        by_level[level] = asyncio.run(closed_loop(url, path, body, level, seconds, headers)).accepted_rps
+        closed = closed_loop(url, path, body, level, seconds, headers, client)
+        by_level[level] = asyncio.run(closed).accepted_rps
         if before and by_level[level] < GROWTH * before:
             break
     best_level = max(by_level, key=lambda level: by_level[level])
@@ -333,6 +334,7 @@ def run_endpoint(
 ) -> tuple[list[OverloadRow], list[str]]:
     """The maximum, then every multiple open loop; the rows and the /bid checks printed."""
     path = PATHS[endpoint]
+    client = args.open_loop["client"]  # --client: the probes' closed loops use it too
     days: BidDays | None = None
     if endpoint == "bid":
         campaign = body().get("campaign_id")
@@ -345,8 +347,8 @@ def run_endpoint(
         body = days.spread(bid_body, days.fresh(PROBE_DAYS))
 
     if args.warmup_seconds > 0:  # connections, batch queues, caches: not measured
-        asyncio.run(closed_loop(url, path, body, 4, args.warmup_seconds, headers))
-    maximum = measure_maximum(url, path, body, args.levels, args.probe_seconds, headers)
+        asyncio.run(closed_loop(url, path, body, 4, args.warmup_seconds, headers, client))
+    maximum = measure_maximum(url, path, body, args.levels, args.probe_seconds, headers, client)
     tried = ", ".join(f"{level}: {rps:.1f}" for level, rps in maximum.by_level.items())
     print(
         f"{path}: maximum {maximum.rps:.1f} rps accepted at concurrency {maximum.concurrency} "

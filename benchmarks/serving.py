@@ -1,14 +1,16 @@
 """Latency of the serving endpoints against Ray Serve's own floor (a bare echo deployment).
 
-An async load generator (httpx) sends real requests to POST /recommend, /forecast, /bid and to the
-bare echo application at several concurrency levels, each level bounded by a request count and a
-time limit, loopback only (any other target is refused). It prints p50/p95/p99 latency and
-requests per second per endpoint and level, the ratios against echo at the same concurrency, and
-the issue's targets (/recommend p99 <= 1.5x echo, /bid p99 <= 1.2x echo, rps >= 0.7x echo) as met
-or missed. `--json PATH` writes one object per endpoint and level with the keys endpoint,
-concurrency, requests, errors, p50_ms, p95_ms, p99_ms, rps, rss_mb (resident memory of all the
-serving processes after the run, MB), and n, n_of ("requests"), ci95_of ("p99_ms"), ci95_low,
-ci95_high: the seeded bootstrap 95% interval of p99 over the level's requests.
+An async load generator (`--client raw`, default: benchmarks/raw_http.py, a bare asyncio HTTP/1.1
+client that costs the shared cores little; `--client httpx`: httpx, to compare) sends real requests
+to POST /recommend, /forecast, /bid and to the bare echo application at several concurrency levels,
+each level bounded by a request count and a time limit, loopback only (any other target is
+refused). It prints p50/p95/p99 latency and requests per second per endpoint and level, the ratios
+against echo at the same concurrency, and the issue's targets (/recommend p99 <= 1.5x echo, /bid
+p99 <= 1.2x echo, rps >= 0.7x echo) as met or missed. `--json PATH` writes one object per endpoint
+and level with the keys endpoint, concurrency, requests, errors, p50_ms, p95_ms, p99_ms, rps,
+rss_mb (resident memory of all the serving processes after the run, MB), and n, n_of ("requests"),
+ci95_of ("p99_ms"), ci95_low, ci95_high: the seeded bootstrap 95% interval of p99 over the level's
+requests.
 
 The closed loop hides tail latency under load (coordinated omission): `--open-loop-rates 50,100`
 adds open-loop levels (benchmarks/load_generator.py: requests sent at that fixed rate for
@@ -61,6 +63,7 @@ from benchmarks.load_generator import (
     comma_numbers,
     open_loop,
     open_loop_options,
+    poster,
     status_class,
 )
 from configs import InputError
@@ -126,16 +129,16 @@ async def measure(
     requests: int,
     seconds: float,
     headers: dict[str, str] | None = None,
+    client: str = "raw",
 ) -> Row:
-    import httpx
-
+    """Closed loop: `concurrency` workers each POST and wait for the answer, until `requests` were
+    sent or `seconds` passed. `client`: "raw" or "httpx" (benchmarks/load_generator.py's `poster`)."""
     latencies: list[float] = []
     statuses: list[int] = []
     sent = 0
     deadline = float("inf")  # set once the client is up: its start-up is not the level's time
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits, headers=headers) as client:
+    async with poster(client, url, concurrency, 30.0, headers) as post:
 
         async def worker() -> None:
             nonlocal sent
@@ -143,10 +146,7 @@ async def measure(
                 sent += 1
                 body = bodies()
                 started = time.perf_counter()
-                try:
-                    status = (await client.post(path, json=body)).status_code
-                except httpx.HTTPError:
-                    status = 0
+                status, _ = await post(path, body)
                 latencies.append(time.perf_counter() - started)
                 statuses.append(status)
 
@@ -495,6 +495,7 @@ def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
 
 def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
     headers = api_headers(args)
+    client = args.open_loop["client"]  # --client: the closed loop uses the open loop's client too
     makers = request_makers(settings, url, headers=headers)
     size = catalogue_size(url, headers)
     if "recommend" in args.endpoint_list:
@@ -506,12 +507,12 @@ def run(url: str, settings: Any, args: argparse.Namespace) -> list[Row]:
         )
         print(f"recommender catalogue: {note} products{flag}")
     for name in args.endpoint_list:  # warm every path (connections, batch queues, caches)
-        asyncio.run(measure(url, PATHS[name], makers[name], 4, args.warmup, 30.0, headers))
+        asyncio.run(measure(url, PATHS[name], makers[name], 4, args.warmup, 30.0, headers, client))
     rows: list[Row] = []
     for level in args.levels:
         for name in args.endpoint_list:
             row = asyncio.run(
-                measure(url, PATHS[name], makers[name], level, args.requests, args.seconds, headers)
+                measure(url, PATHS[name], makers[name], level, args.requests, args.seconds, headers, client)
             )
             row.endpoint = name
             rows.append(row)
