@@ -16,6 +16,7 @@ from tiny_world import ServingWorld
 # what `st run --config-file` would read from a schemathesis.toml
 CONFIG: dict[str, Any] = {
     "seed": 14,
+    "cache": {"enabled": False},  # no .schemathesis/ crash store left in the checkout
     "generation": {"max-examples": 25, "deterministic": True, "database": "none"},
     # 503 is the documented refusal of overload and of a passed caller deadline (X-Deadline-Ms, which
     # the fuzzer sets too), with Retry-After: an answer by design, not a server error. 500 still fails.
