@@ -133,14 +133,15 @@ def test_a_stall_shows_in_the_open_loop_tail_and_hides_in_the_closed_loop() -> N
     assert sum(wait > stall_ms / 3 for wait in waited_ms) >= 10
 
 
-def test_statuses_are_counted_by_class() -> None:
+@pytest.mark.parametrize("client", ["raw", "httpx"])
+def test_statuses_are_counted_by_class(client: str) -> None:
     answers = iter([200, 503, 404, 200, 500, 429, 503, 200] * 5)
 
     def body() -> dict:
         return {"status": next(answers)}
 
     with _serve(_Server(delay_s=0.001)) as server:
-        run = asyncio.run(open_loop(server.url, "/bid", body, rate=40, seconds=1.0))
+        run = asyncio.run(open_loop(server.url, "/bid", body, rate=40, seconds=1.0, client=client))
     assert run.status_counts() == {"200": 15, "4xx": 10, "503": 10, "other": 5}
     assert len(run.latencies_ms(503)) == 10
     assert [status_class(status) for status in (200, 201, 302, 400, 499, 503, 504, 0)] == [
@@ -155,11 +156,12 @@ def test_statuses_are_counted_by_class() -> None:
     ]
 
 
-def test_no_answer_counts_as_other() -> None:
+@pytest.mark.parametrize("client", ["raw", "httpx"])
+def test_no_answer_counts_as_other(client: str) -> None:
     server = _Server(delay_s=0.0)
     url = server.url
     server.server_close()  # nothing listens there any more: the connection is refused
-    run = asyncio.run(open_loop(url, "/echo", _ok, rate=20, seconds=0.5))
+    run = asyncio.run(open_loop(url, "/echo", _ok, rate=20, seconds=0.5, client=client))
     assert run.status_counts() == {"200": 0, "4xx": 0, "503": 0, "other": 10}
     assert run.achieved_rps == 0.0
 
@@ -255,9 +257,28 @@ def test_bad_open_loop_options_give_one_line_and_exit_2(options: list[str], mess
     assert "Traceback" not in result.output
 
 
+def test_the_client_option_reaches_both_loops_and_defaults_to_raw(
+    slow_server: _Server, data_dir: Path, tmp_path: Path
+) -> None:
+    from benchmarks.serving import main, parse_args
+
+    assert parse_args([]).open_loop["client"] == "raw"
+    assert parse_args(["--client", "httpx"]).open_loop["client"] == "httpx"
+    with pytest.raises(ValueError, match="client must be one of raw, httpx"):
+        asyncio.run(open_loop(slow_server.url, "/echo", _ok, rate=10, seconds=0.2, client="curl"))
+    # the httpx path still measures side by side: the same rows from the same server
+    out = tmp_path / "rows.json"
+    arguments = ["--url", slow_server.url, "--data-dir", str(data_dir), "--endpoints", "echo"]
+    arguments += ["--concurrency", "2", "--requests", "10", "--open-loop-rates", "20", "--seconds", "0.5"]
+    assert main([*arguments, "--warmup", "2", "--client", "httpx", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(row["mode"], row["status_200"]) for row in rows] == [("closed", 10), ("open", 10)]
+
+
 def test_help_documents_the_open_loop() -> None:
     from cli.app import app
 
     result = CliRunner().invoke(app, ["benchmark", "serving", "--help"])
     assert result.exit_code == 0
     assert "--open-loop-rates" in result.output and "intended send time" in result.output
+    assert "--client" in result.output

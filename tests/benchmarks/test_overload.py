@@ -164,6 +164,21 @@ def test_accepted_refused_and_errors_are_what_the_server_did() -> None:
     assert set(json.loads(json.dumps(row.__dict__))) == ROW_KEYS
 
 
+@pytest.mark.parametrize("client", ["raw", "httpx"])
+def test_each_outcome_records_whether_its_answer_carried_retry_after(client: str) -> None:
+    # 1 admitted at once, 50 ms each, 60 offered per second: most are refused, with Retry-After
+    server = AdmissionServer(limit=1, delay_s=0.05)
+    with serving(server) as url:
+        run = asyncio.run(open_loop(url, "/forecast", dict, 60.0, 1.0, client=client))
+    refusals = [outcome for outcome in run.outcomes if outcome.status == 503]
+    answers = [outcome for outcome in run.outcomes if outcome.status == 200]
+    assert len(refusals) == sum(server.refused.values()) > 0
+    assert len(answers) == sum(server.accepted.values()) > 0
+    assert all(outcome.retry_after for outcome in refusals)
+    assert not any(outcome.retry_after for outcome in answers)  # the 200s carry no Retry-After
+    assert overload_row("forecast", 1.0, _maximum(20.0), run).retry_after_share == 1.0
+
+
 def test_no_answer_is_an_error_not_a_refusal() -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
