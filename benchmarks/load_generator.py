@@ -276,3 +276,117 @@ def comma_numbers(option: str, text: str, kind: type[int] | type[float]) -> list
             expected = "a whole number" if kind is int else "a number"
             raise InputError(f"{option}: {part!r} is not {expected} (comma-separated, e.g. 1,8,32)") from None
     return values
+
+
+# ---------------------------------------------------------------------------------------------
+# what the generator itself costs: `python -m benchmarks.load_generator --rate 400 --seconds 3`
+
+
+def _fixed_answer_server(port_out: Any) -> None:
+    """A child process answering every request with the same small 200 (no parsing beyond the
+    framing): the server's cost stays out of the generator's CPU figure."""
+    answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line[15:])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                writer.write(answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+        port_out.send(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+async def _closed_requests(client: str, url: str, body: dict[str, Any], requests: int, workers: int) -> int:
+    """`requests` POSTs by `workers` closed-loop workers; the number answered 200."""
+    remaining, answered = requests, 0
+    async with poster(client, url, workers, TIMEOUT_S, None) as post:
+
+        async def worker() -> None:
+            nonlocal remaining, answered
+            while remaining > 0:
+                remaining -= 1
+                status, _ = await post("/echo", body)
+                answered += status == 200
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return answered
+
+
+def client_cpu(
+    rate: float, seconds: float, requests: int, workers: int, clients: tuple[str, ...] = CLIENTS
+) -> list[dict[str, Any]]:
+    """This process's CPU (time.process_time) per request, by client, against a fixed-answer server
+    in a child process: a closed loop of `requests` by `workers` (as fast as the server answers),
+    then an open loop at `rate` for `seconds` (and whether it kept up)."""
+    import multiprocessing
+
+    body = {"user_id": "u1", "market": "US", "k": 10}
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_fixed_answer_server, args=(send,), daemon=True
+    )
+    child.start()
+    try:
+        url = f"http://127.0.0.1:{receive.recv()}"
+        figures = []
+        for client in clients:
+            asyncio.run(_closed_requests(client, url, body, 200, workers))  # imports, first connections
+            cpu, wall = time.process_time(), time.perf_counter()
+            ok = asyncio.run(_closed_requests(client, url, body, requests, workers))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            figures.append(
+                {
+                    "client": client,
+                    "loop": f"closed x{workers}",
+                    "requests": requests,
+                    "ok": ok,
+                    "rps": round(requests / wall, 1),
+                    "cpu_ms_per_request": round(1000.0 * cpu / requests, 3),
+                }
+            )
+            cpu = time.process_time()
+            run = asyncio.run(open_loop(url, "/echo", lambda: body, rate, seconds, client=client))
+            cpu = time.process_time() - cpu
+            figures.append(
+                {
+                    "client": client,
+                    "loop": f"open {rate:g} rps",
+                    "requests": len(run.outcomes),
+                    "ok": run.status_counts()["200"],
+                    "cpu_ms_per_request": round(1000.0 * cpu / max(len(run.outcomes), 1), 3),
+                    "p50_ms": round(float(np.percentile(run.latencies_ms(), 50)), 2),
+                    "late_sends": run.late_sends,
+                    "generator_limited": run.generator_limited,
+                }
+            )
+        return figures
+    finally:
+        child.kill()
+        child.join()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="the generator's own CPU per request, by client")
+    parser.add_argument("--requests", type=int, default=2000, help="closed loop: requests per client (2000)")
+    parser.add_argument("--workers", type=int, default=8, help="closed loop: workers (8)")
+    parser.add_argument("--rate", type=float, default=200.0, help="open loop: requests per second (200)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="open loop: seconds per client (3)")
+    cli = parser.parse_args()
+    for figure in client_cpu(cli.rate, cli.seconds, cli.requests, cli.workers):
+        print(", ".join(f"{key} {value}" for key, value in figure.items()))
