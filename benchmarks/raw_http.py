@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 HEAD_END = b"\r\n\r\n"
 NO_BODY_STATUSES = frozenset({204, 304})
+MAX_HEADS = 1024  # request heads kept built, by path and header set
 
 
 class RawHTTPError(Exception):
@@ -113,6 +114,8 @@ class RawClient:
                 *(f"{name}: {value}" for name, value in fields.items()),
             ]
             head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+            if len(self._heads) >= MAX_HEADS:  # per-request headers that vary: keep the cache bounded
+                self._heads.clear()
             self._heads[key] = head
         return head
 
