@@ -379,8 +379,9 @@ def test_the_soak_offers_80_percent_of_the_accepted_maximum_and_judges_each_wind
         ]
         assert main(arguments) == 0
     report = json.loads(out.read_text())
-    # 2 at once, 50 ms each: 40 answered 200 per second at most, whatever the 503s add
-    assert 0 < report["max_rps"] <= 40.0 * 1.05
+    # 2 at once, 50 ms each: 40 answered 200 per second at most, whatever the 503s add; and not far
+    # below (the probe's 200s per second: not discounted again by the share of 503s)
+    assert 20.0 <= report["max_rps"] <= 40.0 * 1.05
     assert report["target_rps"] == pytest.approx(0.8 * report["max_rps"], rel=0.01)
     assert report["unloaded_p99_ms"] >= 50.0  # one client: the server's own 50 ms, never less
     assert report["windows"]
