@@ -8,7 +8,7 @@ request's latency counts from the moment the schedule says it is due, so a serve
 shows in the figures instead of slowing the sender down. At most `--max-in-flight` requests are
 open at once: a due request beyond that is counted as `skipped` (the server is not keeping up).
 
-It reports the requests sent, errors by status (`0` with the exception's name: no HTTP answer),
+It reports the requests sent, errors by status (`0 no answer`: timeout, refused or dropped connection),
 p50/p99 latency and throughput per `--window-s` (30 s) window over time, each window's p99 against
 the unloaded p99 with issue #14's target (p99 <= 2x unloaded per window) met or MISSED, and the
 resident memory (RSS) of every serving process (GCS, raylet, Serve controller, proxy, replicas, Ray
@@ -222,7 +222,7 @@ def process_table(
 class Sent:
     due_s: float  # when the schedule said it was due, from the start of the soak
     latency_s: float
-    status: str  # "200", "503", ... or "0 ReadTimeout" (no HTTP answer)
+    status: str  # "200", "503", ... or "0 no answer" (timeout, refused or dropped connection)
 
 
 async def open_loop(
@@ -238,22 +238,18 @@ async def open_loop(
 ) -> tuple[list[Sent], int]:
     """Send requests due every 1/rate s for `seconds`; (every request sent, how many were skipped
     because `max_in_flight` were still open). `on_window(index)` runs (in a thread) as each
-    window of `window_s` closes."""
-    import httpx
+    window of `window_s` closes. Requests go through the generator's light client (`poster`)."""
+    from benchmarks.load_generator import poster
 
     sent: list[Sent] = []
     skipped = 0
     tasks: set[asyncio.Task] = set()
     samples: list[asyncio.Task] = []
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits, headers=headers) as client:
+    async with poster("raw", url, max_in_flight, 30.0, headers) as post:
 
         async def one(due_s: float, due_at: float) -> None:
-            try:
-                response = await client.post(path, json=bodies())
-                status = str(response.status_code)
-            except httpx.HTTPError as error:
-                status = f"0 {type(error).__name__}"
+            code, _ = await post(path, bodies())
+            status = str(code) if code else "0 no answer"
             sent.append(Sent(due_s, time.perf_counter() - due_at, status))
 
         started = time.perf_counter()
@@ -305,7 +301,9 @@ def windows_of(
     windows = []
     for index in sorted(grouped):
         members = grouped[index]
-        p50, p99 = percentiles([request.latency_s for request in members])
+        # the latencies of the answered requests: a 503 is admission control refusing at once
+        answered = [request.latency_s for request in members if request.status == "200"]
+        p50, p99 = percentiles(answered)
         errors = sum(request.status != "200" for request in members)
         rss = rss_by_window.get(index)
         windows.append(
@@ -318,8 +316,8 @@ def windows_of(
                 len(members) / window_s,
                 rss,
                 round(p99 / unloaded_p99_ms, 3) if unloaded_p99_ms else float("nan"),
-                bool(unloaded_p99_ms) and p99 <= P99_TARGET * unloaded_p99_ms,
-                **p99_interval([request.latency_s for request in members]),
+                bool(unloaded_p99_ms) and bool(answered) and p99 <= P99_TARGET * unloaded_p99_ms,
+                **p99_interval(answered),
             )
         )
     return windows
@@ -335,8 +333,8 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
     probe = asyncio.run(
         measure(url, path, bodies, args.probe_concurrency, 10**9, args.probe_seconds, headers)
     )
-    # 200s per second: under admission control the probe's fast 503s are not throughput
-    max_rps = probe.rps * probe.status_200 / probe.requests if probe.requests else 0.0
+    # `rps` counts 200s only: under admission control the probe's fast 503s are not throughput
+    max_rps = probe.rps
     target = args.share * max_rps
     print(
         f"unloaded p99 {unloaded.p99_ms:.1f} ms (concurrency 1, {unloaded.requests} requests); "
@@ -366,7 +364,7 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
     end_titles = serving_processes(url)
     end_memory = resident_mb(list(end_titles))
     statuses = Counter(request.status for request in sent)
-    p50, p99 = percentiles([request.latency_s for request in sent])
+    p50, p99 = percentiles([request.latency_s for request in sent if request.status == "200"])
     return SoakReport(
         endpoint=args.endpoint,
         minutes=args.minutes,

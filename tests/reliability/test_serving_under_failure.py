@@ -94,6 +94,9 @@ def served(
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     server = RegistryServer(tmp_path_factory.mktemp("reliability-registry"))
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, which later subprocesses (the demo's)
+    # would inherit: the variables are put back as they were too
+    variables = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     server.start()
     try:
         # a recommender that takes 30 ms an answer: the killed replica has requests in flight
@@ -105,8 +108,9 @@ def served(
             app_name=APP,
             route_prefix=f"/{APP}",
             with_echo=False,
-            # no admission limit: the kill sends a dead replica's share to the live one at once
-            user_config={"poll_interval_s": POLL_S, "max_in_flight": 1000},
+            # no admission limit, no default deadline: the kill sends a dead replica's share to the
+            # live one at once, and what is measured is requests lost, not refused
+            user_config={"poll_interval_s": POLL_S, "max_in_flight": 1000, "deadline_ms": 0},
             options={
                 "Ingress": {"autoscaling_config": None, "num_replicas": 1, **FAST_LIFECYCLE},
                 "Recommender": {"autoscaling_config": None, "num_replicas": 2, **FAST_LIFECYCLE},
@@ -121,6 +125,11 @@ def served(
         server.stop()
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+        for name, value in variables.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # ---------------------------------------------------------------------------------------------

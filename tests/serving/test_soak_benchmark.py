@@ -36,7 +36,8 @@ def test_a_short_soak_reports_windows_errors_and_memory(serving_world: ServingWo
     # 3 s on the schedule: every request due was sent or counted as skipped
     assert abs(report["requests"] + report["skipped"] - 3.0 * report["target_rps"]) <= 1.5
     assert sum(report["statuses"].values()) == report["requests"]
-    assert report["errors"] == {}
+    # admission control may refuse a burst on a busy machine (503, counted apart); nothing else fails
+    assert set(report["errors"]) <= {"503"}, report["errors"]
     windows = report["windows"]
     assert len(windows) >= 2 and sum(window["requests"] for window in windows) == report["requests"]
     assert all(0 < window["p50_ms"] <= window["p99_ms"] for window in windows)
