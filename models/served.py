@@ -58,6 +58,16 @@ class TabularForm(Protocol):
         ...
 
 
+@runtime_checkable
+class RequestLimits(Protocol):
+    """Optional: what this model answers of the requests the endpoint's schema allows (a trained
+    horizon, the trained quantiles), as JSON Schema keywords per request field, e.g.
+    `{"horizon": {"maximum": 28}}`. Serving's OpenAPI document narrows the endpoint's request
+    schema with them, so that what the document calls valid is what the served model answers."""
+
+    def request_limits(self) -> dict[str, dict[str, Any]]: ...
+
+
 def contract_gaps(model: object) -> list[str]:
     """The `ServedModel` members `model` lacks (empty when it follows the contract)."""
     missing = [name for name in ("answer", "online_entities", "smoke_request", "describe")]

@@ -22,7 +22,7 @@ from configs.settings import Settings
 from serving.admission import Deadline, InFlight
 from serving.online import OnlineFeatures
 from serving.registry_models import LoadedModel, Poller, ServedModels, limit_registry_calls
-from serving.schemas import MODEL_REQUESTS, PacingState, field_of_message
+from serving.schemas import MODEL_REQUESTS, PacingState, field_of_message, refusal_status
 from serving.settings import EndpointSettings, endpoint_settings
 from tracking.registry import CHALLENGER, CHAMPION
 
@@ -132,8 +132,9 @@ class ModelEndpoint:
                 chosen.append((index, variant, model, prepared, entities or None))
             except RequestRefused as refused:
                 results[index] = _failure(refused.status, refused.field, str(refused))
-            except ValueError as error:
-                results[index] = _failure(422, field_of_message(str(error), "body"), str(error))
+            except ValueError as error:  # malformed (422) or an id the data does not hold (404)
+                message = str(error)
+                results[index] = _failure(refusal_status(message), field_of_message(message, "body"), message)
         try:
             online = self._online_for([(model, entities) for _, _, model, _, entities in chosen])
         except Exception as error:  # the online store is down: these requests cannot be answered now
@@ -170,7 +171,8 @@ class ModelEndpoint:
         except RequestRefused as refused:
             return _failure(refused.status, refused.field, str(refused))
         except ValueError as error:  # the contract's way of saying "bad input": names the field
-            return _failure(422, field_of_message(str(error), "body"), str(error))
+            message = str(error)
+            return _failure(refusal_status(message), field_of_message(message, "body"), message)
         except Exception as error:  # a bug: logged with its trace, answered as JSON
             logger.exception("%s version %s failed on a request", model.name, model.version)
             return _failure(
@@ -384,8 +386,8 @@ class Bidder(ModelEndpoint):
             )
         except UnknownReservation as error:
             return _failure(404, "reservation_id", str(error))
-        except ValueError as error:
-            return _failure(422, field_of_message(str(error), "cost"), str(error))
+        except ValueError as error:  # a cost above what was reserved: conflicts with the reservation
+            return _failure(409, field_of_message(str(error), "cost"), str(error))
         return {"answer": state.as_dict()}
 
     async def outcome(self, outcome: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
-from configs.families import BIDDER, BY_ENDPOINT, FORECASTER, RECOMMENDER
+from configs.families import BIDDER, BY_ENDPOINT, FAMILY_NAMES, FORECASTER, RECOMMENDER
+from models.served import RequestLimits
 from serving.admission import DEADLINE_HEADER, AdmissionGate, Deadline, Refusal, deadline_of
 from serving.auth import CallerGuard, KeyRing
 from serving.in_process import InProcessEndpoint, LocalHandle
@@ -37,6 +38,8 @@ from serving.responses import (
     caller,
     declare_bearer_scheme,
     route_responses,
+    tightest,
+    with_request_limits,
 )
 from serving.schemas import (
     BidOutcome,
@@ -47,6 +50,12 @@ from serving.schemas import (
     error_detail,
 )
 
+# the HTTP body of each model endpoint (the bidder's model gets another: serving adds the state)
+HTTP_REQUESTS = {
+    RECOMMENDER.endpoint: RecommendRequest,
+    FORECASTER.endpoint: ForecastRequest,
+    BIDDER.endpoint: BidRequest,
+}
 logger = logging.getLogger("tradewind.serving")
 
 # calls answered again by another replica when theirs dies mid-request (killed, crashed, its node
@@ -62,6 +71,21 @@ api = FastAPI(
     version="1",
 )
 declare_bearer_scheme(api)
+_static_document = api.openapi
+
+
+def _served_document() -> dict[str, Any]:
+    """/openapi.json: the request schemas narrowed to what the served models answer (a trained
+    horizon, trained quantiles), when they answer in this replica; else the static document."""
+    document = _static_document()
+    try:
+        ingress = serve.get_replica_context().servable_object
+    except Exception:  # outside a Serve replica (the document's own tests)
+        return document
+    return with_request_limits(document, ingress.request_limits())
+
+
+api.openapi = _served_document
 # what a route can refuse with (400: not JSON; 401/403/429/413: serving/auth.py; 404: an id the data
 # lacks; 422: the schema or the model; 503: overload, a passed deadline, no model loaded)
 MODEL_REFUSALS = (400, 401, 403, 404, 413, 422, 429, 503)
@@ -178,6 +202,20 @@ class Ingress:
             return None
         endpoint.in_flight.refused += 1
         return endpoint.config.retry_after_s, endpoint.overloaded_message()
+
+    def request_limits(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """{request schema name: {field: JSON Schema keywords}} that the in-process endpoints' loaded
+        models (champion and challenger: what both answer) put on their requests."""
+        limits: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, handle in self.local.items():
+            fields: dict[str, dict[str, Any]] = {}
+            for model in handle.target.models.models.values():
+                if isinstance(model.python_model, RequestLimits):
+                    for field, keywords in model.python_model.request_limits().items():
+                        fields[field] = tightest(fields[field], keywords) if field in fields else keywords
+            if fields:
+                limits[HTTP_REQUESTS[FAMILY_NAMES[name].endpoint].__name__] = fields
+        return limits
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """In-process endpoints take their `user_config` from the ingress's, one section per family

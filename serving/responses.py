@@ -9,6 +9,7 @@ headers a refusal carries (`Retry-After` on 429/503, `WWW-Authenticate` on 401).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import (
@@ -273,3 +274,49 @@ def declare_bearer_scheme(app: Any) -> None:
         return document
 
     app.openapi = openapi
+
+
+def with_request_limits(document: dict[str, Any], limits: dict[str, dict[str, dict[str, Any]]]) -> dict:
+    """A copy of the OpenAPI `document` whose request schemas are narrowed by the served models'
+    `request_limits` ({schema name: {field: JSON Schema keywords}}); the cached document is kept."""
+    if not limits:
+        return document
+    narrowed = copy.deepcopy(document)
+    schemas = narrowed.get("components", {}).get("schemas", {})
+    for schema_name, fields in limits.items():
+        properties = schemas.get(schema_name, {}).get("properties", {})
+        for field, keywords in fields.items():
+            if field in properties:
+                _narrow(properties[field], keywords)
+    return narrowed
+
+
+def _narrow(schema: dict[str, Any], keywords: dict[str, Any]) -> None:
+    target = schema
+    if "anyOf" in schema:  # an optional field: narrow its non-null branch
+        target = next((branch for branch in schema["anyOf"] if branch.get("type") != "null"), schema)
+    for keyword, value in keywords.items():
+        if isinstance(value, dict):
+            _narrow(target.setdefault(keyword, {}), value)
+        elif keyword == "maximum" and "maximum" in target:
+            target["maximum"] = min(target["maximum"], value)
+        else:
+            target[keyword] = value
+
+
+def tightest(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Two models' limits for one request (field -> keywords, champion's and challenger's, nested
+    alike): what both answer."""
+    merged = dict(first)
+    for keyword, value in second.items():
+        if keyword not in merged:
+            merged[keyword] = value
+        elif isinstance(value, dict):
+            merged[keyword] = tightest(merged[keyword], value)
+        elif keyword == "maximum":
+            merged[keyword] = min(merged[keyword], value)
+        elif keyword == "minimum":
+            merged[keyword] = max(merged[keyword], value)
+        elif keyword == "enum":
+            merged[keyword] = [item for item in merged[keyword] if item in value]
+    return merged

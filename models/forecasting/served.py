@@ -176,6 +176,13 @@ class ServedForecaster:
             "quantiles": [0.1, 0.5, 0.9],
         }
 
+    def request_limits(self) -> dict[str, dict[str, Any]]:
+        """The trained horizon and quantiles: `answer` refuses anything beyond them."""
+        return {
+            "horizon": {"maximum": self.horizon},
+            "quantiles": {"items": {"enum": sorted(TRAINED_QUANTILES)}},
+        }
+
     def describe(self) -> dict[str, Any]:
         return {
             "markets": self.markets,

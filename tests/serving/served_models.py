@@ -117,6 +117,9 @@ class TinyForecaster(mlflow.pyfunc.PythonModel):
     def describe(self) -> dict:
         return {"max_horizon": self.max_horizon, "products": len(self.products)}
 
+    def request_limits(self) -> dict:
+        return {"horizon": {"maximum": self.max_horizon}}
+
     def answer(self, request: dict, online: dict | None = None) -> dict:
         if request["market"] not in self.markets:
             raise ValueError(f"market: unknown market {request['market']!r}")

@@ -212,3 +212,42 @@ def test_an_unknown_id_is_not_found_and_anything_else_unprocessable(message: str
     from serving.schemas import refusal_status
 
     assert refusal_status(message) == status
+
+
+def test_the_served_document_narrows_requests_to_what_the_served_model_answers(
+    serving_world: ServingWorld,
+) -> None:
+    """The tiny forecaster answers horizons up to 14 days: the served /openapi.json says so, where the
+    static document allows what any forecaster could (366)."""
+    from serving.schemas import MAX_HORIZON
+
+    served = serving_world.client.get("/openapi.json").json()
+    horizon = served["components"]["schemas"]["ForecastRequest"]["properties"]["horizon"]
+    assert horizon["maximum"] == 14 < MAX_HORIZON
+
+
+def test_request_limits_narrow_a_copy_and_two_models_keep_what_both_answer() -> None:
+    from serving.responses import tightest, with_request_limits
+
+    document = {
+        "components": {
+            "schemas": {
+                "ForecastRequest": {
+                    "properties": {
+                        "horizon": {"type": "integer", "maximum": 366},
+                        "quantiles": {"type": "array", "items": {"type": "number"}},
+                    }
+                }
+            }
+        }
+    }
+    both = tightest(
+        {"horizon": {"maximum": 28}, "quantiles": {"items": {"enum": [0.1, 0.5, 0.9]}}},
+        {"horizon": {"maximum": 14}, "quantiles": {"items": {"enum": [0.5, 0.9, 0.95]}}},
+    )
+    narrowed = with_request_limits(document, {"ForecastRequest": both})
+    properties = narrowed["components"]["schemas"]["ForecastRequest"]["properties"]
+    assert properties["horizon"]["maximum"] == 14
+    assert properties["quantiles"]["items"]["enum"] == [0.5, 0.9]
+    # the cached document itself is left as it was
+    assert document["components"]["schemas"]["ForecastRequest"]["properties"]["horizon"]["maximum"] == 366
