@@ -67,7 +67,6 @@ from benchmarks.serving import (
     API_KEY_ENV,
     PATHS,
     api_headers,
-    loopback_only,
     request_makers,
     serving_target,
 )
@@ -502,11 +501,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.url:
-        try:
-            loopback_only(args.url)
-        except ValueError as error:
-            raise InputError(str(error)) from None
     rows: list[OverloadRow] = []
     checks: list[str] = []
     with serving_target(args) as (url, settings):

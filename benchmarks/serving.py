@@ -448,12 +448,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.url:
-        try:
-            loopback_only(args.url)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
     with serving_target(args) as (url, settings):
         rows = run(url, settings, args)
     return 0 if rows else 1
@@ -461,12 +455,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
-    """(url, settings) to measure: `args.url` (check it with `loopback_only` first), or
+    """(url, settings) to measure: `args.url` (InputError unless it is loopback), or
     configs/serving.yaml started here on a free loopback port and shut down at the end. Uses
     `args.url`, `args.data_dir` and `args.prepare_scale`; sets `args.metrics_port` and `args.api_key`
     (the started app's own key: no key set-up needed) when it starts serving."""
     from configs.settings import load_settings
 
+    if args.url:
+        try:
+            loopback_only(args.url)
+        except ValueError as error:
+            raise InputError(str(error)) from None
     settings = load_settings()
     if args.data_dir:
         settings = settings.model_copy(update={"data_dir": args.data_dir.resolve()})

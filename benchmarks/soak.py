@@ -1,8 +1,8 @@
 """Soak: one endpoint at 80% of its measured maximum throughput for minutes, open loop.
 
-First two short closed-loop probes (benchmarks/serving.py's load generator) measure the endpoint's
-unloaded p99 (one client) and its maximum (`--probe-concurrency` clients: 200s per second, so fast
-refusals do not count as throughput); then an open-loop rate limiter sends requests on a fixed
+First short closed-loop probes (as `benchmark overload` measures them) give the endpoint's unloaded
+p99 (one client) and its maximum (200s per second, so fast refusals do not count as throughput,
+climbing the `--probe-concurrency` levels while it grows); then an open-loop rate limiter sends requests on a fixed
 schedule at `--share` (0.8) of it for `--minutes` (10), whatever the answers take, loopback only. A
 request's latency counts from the moment the schedule says it is due, so a server falling behind
 shows in the figures instead of slowing the sender down. At most `--max-in-flight` requests are
@@ -40,15 +40,16 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from benchmarks.overload import measure_maximum
 from benchmarks.serving import (
     API_KEY_ENV,
     PATHS,
     api_headers,
-    loopback_only,
     measure,
     request_makers,
     serving_target,
 )
+from configs import InputError
 from training.evaluation.intervals import quantile_interval
 
 SOAKED = ("recommend", "forecast", "bid", "echo")
@@ -329,22 +330,19 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
     bodies = request_makers(settings, url, headers=headers)[args.endpoint]
     print(f"warming {path} ...", flush=True)
     asyncio.run(measure(url, path, bodies, 4, 50, 30.0, headers))
-    unloaded = asyncio.run(measure(url, path, bodies, 1, 10**9, args.probe_seconds, headers))
-    probe = asyncio.run(
-        measure(url, path, bodies, args.probe_concurrency, 10**9, args.probe_seconds, headers)
-    )
-    # `rps` counts 200s only: under admission control the probe's fast 503s are not throughput
-    max_rps = probe.rps
+    # the maximum as `benchmark overload` measures it: 200s per second (fast 503s are not
+    # throughput), climbing the levels while it still grows; a level past the admission limit
+    # spends the server's time on refusals and would understate it
+    maximum = measure_maximum(url, path, bodies, args.probe_levels, args.probe_seconds, headers)
+    max_rps = maximum.rps
     target = args.share * max_rps
+    levels = ", ".join(f"{level}: {rps:.1f}" for level, rps in maximum.by_level.items())
     print(
-        f"unloaded p99 {unloaded.p99_ms:.1f} ms (concurrency 1, {unloaded.requests} requests); "
-        f"maximum: {max_rps:.1f} rps answered 200 at concurrency {args.probe_concurrency} "
-        f"(p99 {probe.p99_ms:.1f} ms, {probe.errors} errors in {probe.requests}); "
+        f"unloaded p99 {maximum.unloaded_p99_ms:.1f} ms (concurrency 1); maximum: {max_rps:.1f} rps "
+        f"answered 200 at concurrency {maximum.concurrency} ({levels}); "
         f"soaking at {args.share:.0%} = {target:.1f} rps for {args.minutes:g} min",
         flush=True,
     )
-    if target <= 0:
-        raise RuntimeError(f"{path}: the probe measured no throughput ({probe.errors} errors)")
 
     titles = serving_processes(url)
     start_memory = resident_mb(list(titles))
@@ -370,7 +368,7 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
         minutes=args.minutes,
         max_rps=round(max_rps, 2),
         target_rps=round(target, 2),
-        unloaded_p99_ms=round(unloaded.p99_ms, 2),
+        unloaded_p99_ms=round(maximum.unloaded_p99_ms, 2),
         achieved_rps=round(len(sent) / seconds, 2) if seconds else 0.0,
         requests=len(sent),
         skipped=skipped,
@@ -378,7 +376,7 @@ def soak(url: str, settings: Any, args: argparse.Namespace) -> SoakReport:
         errors={status: count for status, count in sorted(statuses.items()) if status != "200"},
         p50_ms=round(p50, 2),
         p99_ms=round(p99, 2),
-        windows=windows_of(sent, args.window_s, rss_by_window, unloaded.p99_ms),
+        windows=windows_of(sent, args.window_s, rss_by_window, maximum.unloaded_p99_ms),
         memory_start_mb=round(sum(start_memory.values()), 1),
         memory_end_mb=round(sum(end_memory.values()), 1),
         processes=process_table(
@@ -459,7 +457,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--probe-seconds", type=float, default=10.0, help="length of the maximum probe (10 s)"
     )
-    parser.add_argument("--probe-concurrency", type=int, default=32, help="clients of the maximum probe (32)")
+    parser.add_argument(
+        "--probe-concurrency",
+        default="8,16,32",
+        help="closed-loop levels of the maximum probe, climbed while 200s per second grow (8,16,32)",
+    )
     parser.add_argument("--max-in-flight", type=int, default=256, help="open requests at most (256)")
     parser.add_argument("--json", type=Path, help="write the report as one JSON object here")
     args = parser.parse_args(list(argv))
@@ -469,19 +471,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--share must be above 0 and at most 1")
     if args.window_s <= 0 or args.probe_seconds <= 0:
         parser.error("--window-s and --probe-seconds must be positive")
-    if not 1 <= args.probe_concurrency <= 1024 or not 1 <= args.max_in_flight <= 4096:
-        parser.error("--probe-concurrency must be 1..1024 and --max-in-flight 1..4096")
+    try:
+        args.probe_levels = [int(level) for level in str(args.probe_concurrency).split(",") if level.strip()]
+    except ValueError:
+        parser.error(f"--probe-concurrency: whole numbers, comma-separated, got {args.probe_concurrency!r}")
+    if not args.probe_levels or not all(1 <= level <= 1024 for level in args.probe_levels):
+        parser.error("--probe-concurrency levels must be 1..1024")
+    if not 1 <= args.max_in_flight <= 4096:
+        parser.error("--max-in-flight must be 1..4096")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.url:
-        try:
-            loopback_only(args.url)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
     with serving_target(args) as (url, settings):
         report = soak(url, settings, args)
     print()
@@ -493,4 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except InputError as error:  # a bad option value: one line, as `tradewind benchmark soak` prints
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

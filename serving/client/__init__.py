@@ -15,7 +15,18 @@
 (`serving.client.plan`: a generator yielding what to send or how long to wait), so they behave as one.
 """
 
-from serving.client.answers import (
+from serving.client.clients import AsyncTradewindClient, TradewindClient
+from serving.client.errors import (
+    DeadlineExceeded,
+    Overloaded,
+    RateLimited,
+    RequestRefused,
+    ServerError,
+    TradewindError,
+    TradewindUnavailable,
+    Unauthorized,
+)
+from serving.responses import (
     Bid,
     CampaignDay,
     EndpointStatus,
@@ -27,17 +38,6 @@ from serving.client.answers import (
     RecommendedItem,
     ServedBy,
     ServedVariant,
-)
-from serving.client.clients import AsyncTradewindClient, TradewindClient
-from serving.client.errors import (
-    DeadlineExceeded,
-    Overloaded,
-    RateLimited,
-    RequestRefused,
-    ServerError,
-    TradewindError,
-    TradewindUnavailable,
-    Unauthorized,
 )
 
 __all__ = [

@@ -11,7 +11,8 @@ from datetime import datetime
 import httpx
 
 from configs import InputError
-from serving.client.answers import (
+from serving.client.plan import A, Call, Calls, Policy, Wait, parse, plan
+from serving.responses import (
     Bid,
     CampaignDay,
     EndpointStatus,
@@ -21,7 +22,6 @@ from serving.client.answers import (
     Pacing,
     Recommendation,
 )
-from serving.client.plan import A, Call, Calls, Policy, Wait, parse, plan
 from serving.schemas import AuctionValue
 
 

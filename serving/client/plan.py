@@ -15,7 +15,6 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from configs.families import BIDDER, FORECASTER, RECOMMENDER
-from serving.client.answers import Bid, CampaignDay, Forecast, Pacing, Recommendation
 from serving.client.errors import (
     DeadlineExceeded,
     Overloaded,
@@ -26,6 +25,7 @@ from serving.client.errors import (
     TradewindUnavailable,
     Unauthorized,
 )
+from serving.responses import Bid, CampaignDay, Forecast, Pacing, Recommendation
 from serving.schemas import AuctionValue, BidOutcome, BidRequest, ForecastRequest, RecommendRequest
 
 RETRIED_STATUSES = frozenset({502, 503, 504})
