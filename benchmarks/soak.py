@@ -2,8 +2,9 @@
 
 First short closed-loop probes (as `benchmark overload` measures them) give the endpoint's unloaded
 p99 (one client) and its maximum (200s per second, so fast refusals do not count as throughput,
-climbing the `--probe-concurrency` levels while it grows); then an open-loop rate limiter sends requests on a fixed
-schedule at `--share` (0.8) of it for `--minutes` (10), whatever the answers take, loopback only. A
+climbing the `--probe-concurrency` levels while it grows); then an open-loop rate limiter sends
+requests on a fixed schedule at `--share` (0.8) of it for `--minutes` (10), whatever the answers
+take, loopback only. A
 request's latency counts from the moment the schedule says it is due, so a server falling behind
 shows in the figures instead of slowing the sender down. At most `--max-in-flight` requests are
 open at once: a due request beyond that is counted as `skipped` (the server is not keeping up).
