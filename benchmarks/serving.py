@@ -257,18 +257,13 @@ def request_makers(
 
 
 def models_status(url: str, headers: dict[str, str] | None) -> dict[str, Any]:
-    """GET /models (any valid key) through the Python client; a refusal is one line, not a KeyError
-    later. (The timed load goes through the raw client instead: the typed client's retries and
-    deadlines would be part of what is timed.)"""
-    from serving.client import TradewindClient, TradewindError
+    """GET /models (any valid key); a refusal is one line, not a KeyError later."""
+    import httpx
 
-    key = (headers or {}).get("Authorization", "").removeprefix("Bearer ") or None
-    try:
-        with TradewindClient(url, api_key=key, timeout_s=30.0) as client:
-            status = client.models()
-    except TradewindError as error:
-        raise InputError(f"{url}: {error} (--api-key?)") from None
-    return {endpoint: entry.model_dump(mode="json") for endpoint, entry in status.items()}
+    response = httpx.get(f"{url}/models", headers=headers, timeout=30.0)
+    if response.status_code != 200:
+        raise InputError(f"{url}/models answered {response.status_code}: {response.text[:200]} (--api-key?)")
+    return response.json()
 
 
 def api_headers(args: argparse.Namespace) -> dict[str, str] | None:
