@@ -88,7 +88,8 @@ def _same_values(written: Any, loaded: Any, where: str) -> list[str]:
 
 def test_every_yaml_in_configs_is_checked_here() -> None:
     shipped = sorted(path.name for path in CONFIG_DIR.glob("*.y*ml"))
-    assert shipped == sorted([*LOADERS, "serving.yaml"])
+    # the two Serve configs (models in the ingress; models as deployments) are checked below
+    assert shipped == sorted([*LOADERS, "serving.yaml", "serving-split.yaml"])
 
 
 @pytest.mark.parametrize("name", sorted(LOADERS))
@@ -139,39 +140,58 @@ def test_shipped_values_mean_what_the_comments_say(monkeypatch: pytest.MonkeyPat
     assert LOADERS["bidder.yaml"]().data.test_days == 7
 
 
-def test_serving_yaml_validates_ray_and_tradewind_keys() -> None:
+@pytest.mark.parametrize(("name", "answering"), [("serving", "ingress"), ("serving-split", "deployments")])
+def test_serving_yaml_validates_ray_and_tradewind_keys(name: str, answering: str) -> None:
     from serving.settings import (
         MODEL_DEPLOYMENTS,
         AppArgs,
         application,
         endpoint_settings,
+        ingress_user_config,
         load_serving_config,
     )
 
-    config = load_serving_config()
+    config = load_serving_config(name)
     assert [app["name"] for app in config["applications"]] == ["tradewind", "echo"]
     tradewind = application(config, "serving.app:build_app")
-    assert AppArgs.model_validate(tradewind["args"]) == AppArgs(platform_config="platform", data_dir=None)
+    assert AppArgs.model_validate(tradewind["args"]) == AppArgs(
+        platform_config="platform", data_dir=None, answering=answering
+    )
     deployments = {deployment["name"]: deployment for deployment in tradewind["deployments"]}
-    assert set(MODEL_DEPLOYMENTS.values()) <= set(deployments)
-    bidder = endpoint_settings(deployments["Bidder"]["user_config"])
+    if answering == "ingress":  # the model endpoints' settings are sections of the Ingress's user_config
+        assert set(deployments) == {"Ingress"}
+        sections = ingress_user_config(deployments["Ingress"]["user_config"], name)
+        bidder, recommender = sections["bidder"], sections["recommender"]
+    else:
+        assert set(MODEL_DEPLOYMENTS.values()) <= set(deployments)
+        bidder = endpoint_settings(deployments["Bidder"]["user_config"])
+        recommender = endpoint_settings(deployments["Recommender"]["user_config"])
     assert (bidder.challenger_share, bidder.reservation_ttl_s, bidder.batching.max_batch_size) == (
         0.1,
         120,
         16,
     )
-    recommender = endpoint_settings(deployments["Recommender"]["user_config"])
     assert (recommender.alias, recommender.challenger_alias) == ("champion", "challenger")
+    assert (recommender.max_in_flight, bidder.max_in_flight) == (16, 16)
 
 
-def test_serving_yaml_typo_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("serving", r"deployments\[0\]\.user_config\.recommender"),
+        ("serving-split", r"deployments\[1\]\.user_config"),
+    ],
+)
+def test_serving_yaml_typo_is_named(name: str, where: str, tmp_path: Path) -> None:
     from serving.settings import load_serving_config
 
-    config = yaml.safe_load((CONFIG_DIR / "serving.yaml").read_text())
-    config["applications"][0]["deployments"][1]["user_config"]["polling_interval_s"] = 5
+    config = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    deployment = config["applications"][0]["deployments"][0 if name == "serving" else 1]
+    settings = deployment["user_config"]["recommender"] if name == "serving" else deployment["user_config"]
+    settings["polling_interval_s"] = 5
     path = tmp_path / "serving.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match=r"deployments\[1\]\.user_config: unknown key 'polling_interval_s'"):
+    with pytest.raises(ConfigError, match=rf"{where}: unknown key 'polling_interval_s'"):
         load_serving_config(path)
 
 
