@@ -56,9 +56,15 @@ class InFlight:
         self.count = 0
         self.refused = 0
 
-    def try_enter(self, limit: int) -> bool:
+    def refuses(self, limit: int) -> bool:
+        """Whether one more request is refused now (`limit` are being answered); counts it if so."""
         if self.count >= limit:
             self.refused += 1
+            return True
+        return False
+
+    def try_enter(self, limit: int) -> bool:
+        if self.refuses(limit):
             return False
         self.count += 1
         return True

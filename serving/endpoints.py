@@ -200,6 +200,13 @@ class ModelEndpoint:
     def overloaded_message(self) -> str:
         return f"/{self.endpoint} is answering {self.config.max_in_flight} requests: try again later"
 
+    def early_refusal(self) -> tuple[int, str] | None:
+        """(Retry-After, why) when this endpoint is full now: the ingress's gate asks before it reads
+        the body; `handle` checks again (the check that counts)."""
+        if self.in_flight.refuses(self.config.max_in_flight):
+            return self.config.retry_after_s, self.overloaded_message()
+        return None
+
     def _not_loaded_message(self) -> str:
         reason = self.models.last_error or "not loaded yet"
         return f"no model loaded for {self.models.registered_model}@{self.config.alias}: {reason}"

@@ -195,13 +195,7 @@ class Ingress:
             return None
         family = BY_ENDPOINT.get(path.strip("/"))
         handle = self.local.get(family.name) if family is not None else None
-        if handle is None:
-            return None
-        endpoint = handle.target
-        if endpoint.in_flight.count < endpoint.config.max_in_flight:
-            return None
-        endpoint.in_flight.refused += 1
-        return endpoint.config.retry_after_s, endpoint.overloaded_message()
+        return handle.target.early_refusal() if handle is not None else None
 
     def request_limits(self) -> dict[str, dict[str, dict[str, Any]]]:
         """{request schema name: {field: JSON Schema keywords}} that the in-process endpoints' loaded
