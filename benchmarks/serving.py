@@ -481,9 +481,9 @@ def serving_target(args: argparse.Namespace) -> Iterator[tuple[str, Any]]:
     from serving.deploy import free_port, start_serving
     from serving.settings import SERVING_CONFIG
 
-    print(f"starting configs/serving.yaml for {settings.root} ...", flush=True)
-    args.metrics_port = free_port()
     config = getattr(args, "serving_config", None) or SERVING_CONFIG
+    print(f"starting configs/{config} for {settings.root} ...", flush=True)
+    args.metrics_port = free_port()
     serving = start_serving(settings, config=config, metrics_port=args.metrics_port)
     url, args.api_key = serving.url, serving.api_key
     try:

@@ -11,8 +11,8 @@ stored nowhere, handed to the application as a hash), so they need no key set-up
 from __future__ import annotations
 
 import copy
+import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -24,6 +24,8 @@ from configs import validate_config
 from configs.families import FAMILY_NAMES
 from configs.settings import Settings
 from serving.auth import ENV_VARIABLE, ApiKey, add_key, caller_key, ensure_embedded_key, keys_path
+from serving.front_door import FrontDoor, front_door_environment, running_front_door
+from serving.front_door import free_port as free_port  # where the benchmarks and tests take it from
 from serving.settings import (
     INGRESS,
     MODEL_DEPLOYMENTS,
@@ -49,12 +51,6 @@ class Serving:
     def headers(self) -> dict[str, str]:
         """What every request but /healthz sends."""
         return {"Authorization": f"Bearer {self.api_key}"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def deployment_options(
@@ -108,10 +104,17 @@ def start_serving(
     from serving.app import Echo, tradewind_app
 
     serve_config = load_serving_config(config)
+    front_door = front_door_of(serve_config, config)
     if not ray.is_initialized():
+        os.environ.update(front_door_environment(front_door))  # Ray's processes read it as they start
         extra = {"_metrics_export_port": metrics_port} if metrics_port else {}
         ray.init(
             num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False, **extra
+        )
+    elif running_front_door() != front_door:
+        raise ValueError(
+            f"{config}: front_door {front_door!r}, but the Ray already running here was started with "
+            f"{running_front_door()!r}: the front door is chosen when Ray starts"
         )
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -141,6 +144,12 @@ def start_serving(
     url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
     _wait_for_http(url)
     return Serving(url, serve_config, key)
+
+
+def front_door_of(serve_config: dict[str, Any], config: str | Path = SERVING_CONFIG) -> FrontDoor:
+    """The tradewind application's `front_door` in a Serve config (validated)."""
+    tradewind = application(serve_config, TRADEWIND_IMPORT)
+    return validate_config(tradewind.get("args") or {}, AppArgs, f"{config}: tradewind args").front_door
 
 
 def _wait_for_http(url: str, timeout_s: float = 60.0) -> None:
@@ -177,8 +186,6 @@ def first_start_key(settings: Settings, config: str = SERVING_CONFIG) -> tuple[s
     an all-scope key named `embedded`, its hash stored in the keys file; (the key, where its hash
     is). None otherwise: the key exists already (and is never shown again), or keys come from the
     environment, or a cluster's keys are its operator's business."""
-    import os
-
     if settings.mode != "embedded" or os.environ.get(ENV_VARIABLE, "").strip():
         return None
     path = _keys_file(settings, config)
@@ -192,16 +199,17 @@ def serve_run(settings: Settings, config: str = SERVING_CONFIG) -> int:
     The config is validated first, so a wrong key fails with one line naming file and key. The
     data folder reaches the application builder through TRADEWIND_DATA_DIR; in scale-out mode
     Ray's address comes from the platform settings."""
-    import os
     import sys
 
     from configs import PROJECT_ROOT, config_path
 
-    load_serving_config(config)
+    serve_config = load_serving_config(config)
     command = [str(Path(sys.executable).parent / "serve"), "run", str(config_path(config))]
     if settings.ray_address:
         command[2:2] = ["--address", settings.ray_address]
     environment = {**os.environ, "TRADEWIND_DATA_DIR": str(settings.root), "TRADEWIND_MODE": settings.mode}
+    if not settings.ray_address:  # `serve run` starts its own Ray: it gets the config's front door
+        environment.update(front_door_environment(front_door_of(serve_config, config)))
     # a session of its own, so that a signal to this process (a supervisor's SIGTERM, Ctrl-C) is
     # passed on once, as SIGINT: `serve run` then shuts Serve and its local Ray down itself
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, start_new_session=True)

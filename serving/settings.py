@@ -21,6 +21,7 @@ from configs import ConfigError, StrictModel, format_validation_error, read_conf
 from configs.families import FAMILY_NAMES
 from configs.settings import Settings, load_settings
 from serving.auth import AuthSettings
+from serving.front_door import FrontDoor
 from tracking.registry import CHALLENGER, CHAMPION
 
 SERVING_CONFIG = "serving"
@@ -74,6 +75,9 @@ class AppArgs(StrictModel):
     # section of the ingress's); deployments: one deployment per model, scaled apart (two hops)
     answering: Literal["ingress", "deployments"] = "ingress"
     auth: AuthSettings = AuthSettings()  # API keys: keys file, rate per key, body size limit
+    # what answers HTTP in front of the replicas when Tradewind starts Ray (serving/front_door.py):
+    # Ray's Python proxy, or HAProxy forwarding straight to the ingress replicas
+    front_door: FrontDoor = "ray-proxy"
 
     def settings(self) -> Settings:
         settings = load_settings(self.platform_config)

@@ -88,8 +88,20 @@ def _same_values(written: Any, loaded: Any, where: str) -> list[str]:
 
 def test_every_yaml_in_configs_is_checked_here() -> None:
     shipped = sorted(path.name for path in CONFIG_DIR.glob("*.y*ml"))
-    # the two Serve configs (models in the ingress; models as deployments) are checked below
-    assert shipped == sorted([*LOADERS, "serving.yaml", "serving-split.yaml"])
+    # the Serve configs (models in the ingress; models as deployments; HAProxy in front) are checked below
+    assert shipped == sorted([*LOADERS, "serving.yaml", "serving-split.yaml", "serving-haproxy.yaml"])
+
+
+def test_serving_haproxy_yaml_is_serving_yaml_but_for_its_front_door() -> None:
+    from serving.settings import AppArgs, load_serving_config
+
+    proxy, haproxy = load_serving_config("serving"), load_serving_config("serving-haproxy")
+    fronts = [
+        AppArgs.model_validate(config["applications"][0]["args"]).front_door for config in (proxy, haproxy)
+    ]
+    assert fronts == ["ray-proxy", "haproxy"]
+    del haproxy["applications"][0]["args"]["front_door"]
+    assert haproxy == proxy, "serving-haproxy.yaml drifted from serving.yaml beyond its front door"
 
 
 @pytest.mark.parametrize("name", sorted(LOADERS))

@@ -1,5 +1,6 @@
 """`tradewind serve` as a user runs it: a process of its own on the trained world's data folder,
-configs/serving.yaml as shipped but for its HTTP port, answering on 127.0.0.1 until stopped.
+configs/serving.yaml (and serving-haproxy.yaml) as shipped but for its HTTP port, answering on
+127.0.0.1 until stopped.
 
 The test sends SIGINT to the `tradewind` pid alone, as a supervisor would (issue 14): the command
 passes it on once to its `serve run` child (a session of its own), which shuts Serve and its Ray
@@ -78,14 +79,15 @@ def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, log: Pat
     return wait_until(condition, timeout_s, what, every_s=0.5, explain=output_tail)
 
 
-@pytest.fixture
-def serving_config(tmp_path: Path) -> tuple[Path, int]:
-    """configs/serving.yaml with a free loopback port instead of 8000, and a keys file of the
-    test's own (none yet: the first start makes the embedded key)."""
+@pytest.fixture(params=["serving", "serving-haproxy"])
+def serving_config(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, int]:
+    """configs/serving.yaml (Ray's proxy in front) or serving-haproxy.yaml (HAProxy in front, its
+    process in `serve run`'s session too) with a free loopback port instead of 8000, and a keys
+    file of the test's own (none yet: the first start makes the embedded key)."""
     from configs import config_path
     from serving.deploy import free_port
 
-    config = yaml.safe_load(config_path("serving").read_text())
+    config = yaml.safe_load(config_path(request.param).read_text())
     port = free_port()
     config["http_options"] = {**config["http_options"], "host": "127.0.0.1", "port": port}
     (tradewind,) = [app for app in config["applications"] if app["import_path"] == "serving.app:build_app"]
@@ -187,6 +189,9 @@ def test_tradewind_serve_answers_from_the_champions_and_stops_on_sigint_to_its_p
 
         sessions = sessions_of_tree(process.pid)
         assert len(sessions) >= 2, "`serve run` runs in a session of its own"
+        front_door = yaml.safe_load(config.read_text())["applications"][0]["args"].get("front_door")
+        haproxies = [pid for pid, command in session_processes(sessions).items() if command == "haproxy"]
+        assert bool(haproxies) == (front_door == "haproxy"), (front_door, session_processes(sessions))
         os.kill(process.pid, signal.SIGINT)  # to the CLI's own pid, as a supervisor would
         assert process.wait(timeout=STOP_S) == 0, log.read_text()[-3000:]
         deadline = time.monotonic() + GONE_S
