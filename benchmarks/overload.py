@@ -2,7 +2,7 @@
 what is refused (503), and how fast each answers.
 
 Per endpoint, first the maximum: closed loops (benchmarks/serving.py's request bodies, every
-worker waiting for its answer) at `--max-concurrency` levels (8,16,32) for `--probe-seconds`
+worker waiting for its answer) at `--max-concurrency` levels (4,8,16,32) for `--probe-seconds`
 each, climbing until accepted answers (200s) per second stop growing by 5%; the best level's
 200s per second is the maximum, and the level is printed (a worker refused with 503 sends again at
 once, so refusals cost the server some of its capacity there too). The unloaded p99 is a closed loop of
@@ -66,6 +66,7 @@ from benchmarks.load_generator import (
 from benchmarks.serving import (
     API_KEY_ENV,
     PATHS,
+    SERVING_CONFIG_HELP,
     api_headers,
     request_makers,
     serving_target,
@@ -74,7 +75,9 @@ from configs import InputError
 from training.evaluation.intervals import quantile_interval
 
 ENDPOINTS = ("recommend", "forecast", "bid")
-MAX_LEVELS = "8,16,32"
+# from 4: /recommend admits 4 at once (configs/serving.yaml), and a level past an endpoint's admission
+# limit spends its time refusing the resends, so the maximum must be probed at or under it too
+MAX_LEVELS = "4,8,16,32"
 GROWTH = 1.05  # a level whose 200s per second beat the best so far by less: throughput stopped growing
 GOODPUT_TARGET = 0.90
 REFUSAL_P99_TARGET_MS = 50.0
@@ -432,10 +435,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"with --url: the key sent as Authorization: Bearer (default ${API_KEY_ENV}); "
         "a server started here gets a key of its own",
     )
-    parser.add_argument(
-        "--serving-config",
-        help="Serve config to start (default configs/serving.yaml; e.g. serving-split), as benchmark serving",
-    )
+    parser.add_argument("--serving-config", help=SERVING_CONFIG_HELP)
     parser.add_argument(
         "--multiples", default="1,2,4", help="offered load, multiples of the measured maximum (1,2,4)"
     )

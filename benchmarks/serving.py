@@ -75,6 +75,10 @@ PATHS = {"echo": "/echo", **{family.endpoint: f"/{family.endpoint}" for family i
 P99_TARGETS = {"recommend": 1.5, "bid": 1.2}
 RPS_TARGET = 0.7
 MIN_CATALOGUE = 10_000
+SERVING_CONFIG_HELP = (
+    "Serve config to start (default configs/serving.yaml; serving-haproxy: HAProxy in front; "
+    "serving-split: models as deployments of their own; or a path)"
+)
 API_KEY_ENV = "TRADEWIND_API_KEY"  # the key for --url (a server started here makes its own)
 
 
@@ -385,11 +389,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir", type=Path, help="data folder to serve from (default: platform settings)"
     )
-    parser.add_argument(
-        "--serving-config",
-        help="Serve config to start (default configs/serving.yaml; e.g. serving-split: models as "
-        "deployments of their own, or a path)",
-    )
+    parser.add_argument("--serving-config", help=SERVING_CONFIG_HELP)
     parser.add_argument(
         "--prepare-scale", type=float, help="first run `tradewind demo --scale N` into --data-dir"
     )

@@ -41,10 +41,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from benchmarks.overload import measure_maximum
+from benchmarks.overload import MAX_LEVELS, measure_maximum
 from benchmarks.serving import (
     API_KEY_ENV,
     PATHS,
+    SERVING_CONFIG_HELP,
     api_headers,
     measure,
     request_makers,
@@ -447,6 +448,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--prepare-scale", type=float, help="first run `tradewind demo --scale N` into --data-dir"
     )
+    parser.add_argument("--serving-config", help=SERVING_CONFIG_HELP)
     parser.add_argument(
         "--endpoint", default="recommend", choices=SOAKED, help="endpoint to soak (recommend)"
     )
@@ -460,8 +462,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--probe-concurrency",
-        default="8,16,32",
-        help="closed-loop levels of the maximum probe, climbed while 200s per second grow (8,16,32)",
+        default=MAX_LEVELS,
+        help=f"closed-loop levels of the maximum probe, climbed while 200s per second grow ({MAX_LEVELS})",
     )
     parser.add_argument("--max-in-flight", type=int, default=256, help="open requests at most (256)")
     parser.add_argument("--json", type=Path, help="write the report as one JSON object here")

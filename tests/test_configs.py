@@ -184,7 +184,10 @@ def test_serving_yaml_validates_ray_and_tradewind_keys(name: str, answering: str
         16,
     )
     assert (recommender.alias, recommender.challenger_alias) == ("champion", "challenger")
-    assert (recommender.max_in_flight, bidder.max_in_flight) == (16, 16)
+    # measured (issue 14's notes): 8 admits a closed loop of 8 callers at full speed; 16 only queued longer
+    assert (recommender.max_in_flight, bidder.max_in_flight) == (
+        (8, 8) if answering == "ingress" else (16, 16)
+    )
 
 
 @pytest.mark.parametrize(
