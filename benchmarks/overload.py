@@ -75,8 +75,8 @@ from configs import InputError
 from training.evaluation.intervals import quantile_interval
 
 ENDPOINTS = ("recommend", "forecast", "bid")
-# from 4: /recommend admits 4 at once (configs/serving.yaml), and a level past an endpoint's admission
-# limit spends its time refusing the resends, so the maximum must be probed at or under it too
+# from 4: a level past an endpoint's admission limit (8 each in configs/serving.yaml) spends the
+# server's time refusing resends and understates the maximum, so the probe starts under it
 MAX_LEVELS = "4,8,16,32"
 GROWTH = 1.05  # a level whose 200s per second beat the best so far by less: throughput stopped growing
 GOODPUT_TARGET = 0.90

@@ -32,7 +32,8 @@ def free_port() -> int:
 
 
 def front_door_environment(front_door: FrontDoor) -> dict[str, str]:
-    """The environment a Ray started now needs for `front_door` (empty for Ray's own proxy)."""
+    """The environment a Ray started now needs for `front_door` (for Ray's own proxy: HAProxy mode
+    off, whatever this process's environment said)."""
     if front_door == "ray-proxy":
         return {HAPROXY_SWITCH: "0"}
     # short: Ray puts a 56-character folder inside, and HAProxy's socket paths end at 97 characters
