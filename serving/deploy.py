@@ -24,8 +24,8 @@ from configs import validate_config
 from configs.families import FAMILY_NAMES
 from configs.settings import Settings
 from serving.auth import ENV_VARIABLE, ApiKey, add_key, caller_key, ensure_embedded_key, keys_path
-from serving.front_door import FrontDoor, front_door_environment, running_front_door
 from serving.front_door import free_port as free_port  # where the benchmarks and tests take it from
+from serving.front_door import front_door_environment, running_front_door
 from serving.settings import (
     INGRESS,
     MODEL_DEPLOYMENTS,
@@ -104,7 +104,9 @@ def start_serving(
     from serving.app import Echo, tradewind_app
 
     serve_config = load_serving_config(config)
-    front_door = front_door_of(serve_config, config)
+    tradewind = application(serve_config, TRADEWIND_IMPORT)
+    app_args = tradewind_args(serve_config, config)
+    front_door = app_args.front_door
     if not ray.is_initialized():
         os.environ.update(front_door_environment(front_door))  # Ray's processes read it as they start
         extra = {"_metrics_export_port": metrics_port} if metrics_port else {}
@@ -118,19 +120,17 @@ def start_serving(
         )
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    tradewind = application(serve_config, TRADEWIND_IMPORT)
     chosen = deployment_options(tradewind, user_config)
     for name, replaced in (options or {}).items():
         chosen[name] = {**chosen.get(name, {}), **replaced}
     prefix = route_prefix or tradewind.get("route_prefix", "/")
-    app_args = validate_config(tradewind.get("args") or {}, AppArgs, f"{config}: tradewind args")
     key, stored = caller_key("start_serving")  # the caller's own: tests and benchmarks need no set-up
     serve.run(
         tradewind_app(
             settings,
             chosen,
             registered_models,
-            (tradewind.get("args") or {}).get("answering", "ingress"),
+            app_args.answering,
             auth=app_args.auth,
             extra_keys=[stored, *api_keys],
         ),
@@ -146,10 +146,10 @@ def start_serving(
     return Serving(url, serve_config, key)
 
 
-def front_door_of(serve_config: dict[str, Any], config: str | Path = SERVING_CONFIG) -> FrontDoor:
-    """The tradewind application's `front_door` in a Serve config (validated)."""
+def tradewind_args(serve_config: dict[str, Any], config: str | Path = SERVING_CONFIG) -> AppArgs:
+    """The tradewind application's `args` in a Serve config, validated."""
     tradewind = application(serve_config, TRADEWIND_IMPORT)
-    return validate_config(tradewind.get("args") or {}, AppArgs, f"{config}: tradewind args").front_door
+    return validate_config(tradewind.get("args") or {}, AppArgs, f"{config}: tradewind args")
 
 
 def _wait_for_http(url: str, timeout_s: float = 60.0) -> None:
@@ -169,8 +169,7 @@ def _wait_for_http(url: str, timeout_s: float = 60.0) -> None:
 
 def _keys_file(settings: Settings, config: str) -> Path:
     """The keys file the tradewind application of `config` reads for `settings`."""
-    tradewind = application(load_serving_config(config), TRADEWIND_IMPORT)
-    app_args = validate_config(tradewind.get("args") or {}, AppArgs, f"{config}: tradewind args")
+    app_args = tradewind_args(load_serving_config(config), config)
     return keys_path(app_args.auth, Path(app_args.data_dir) if app_args.data_dir else settings.root)
 
 
@@ -209,7 +208,7 @@ def serve_run(settings: Settings, config: str = SERVING_CONFIG) -> int:
         command[2:2] = ["--address", settings.ray_address]
     environment = {**os.environ, "TRADEWIND_DATA_DIR": str(settings.root), "TRADEWIND_MODE": settings.mode}
     if not settings.ray_address:  # `serve run` starts its own Ray: it gets the config's front door
-        environment.update(front_door_environment(front_door_of(serve_config, config)))
+        environment.update(front_door_environment(tradewind_args(serve_config, config).front_door))
     # a session of its own, so that a signal to this process (a supervisor's SIGTERM, Ctrl-C) is
     # passed on once, as SIGINT: `serve run` then shuts Serve and its local Ray down itself
     child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, start_new_session=True)
